@@ -1,0 +1,1 @@
+"""The mesh: cross-domain metrics joined from the domains' published data products."""

@@ -1,0 +1,1 @@
+"""Marketing domain: campaigns, leads, campaign metrics and website traffic as data products."""

@@ -1,0 +1,1 @@
+"""Sales domain: customers, products, orders and revenue, published as data products."""

@@ -1,0 +1,1 @@
+"""The data-product framework every DataMesh service is built from."""

@@ -1,0 +1,82 @@
+"""A domain service: the FastAPI app the framework builds from a domain's declarations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from shared.api import ProductReader, product_router
+from shared.db import Database
+from shared.errors import ServiceUnavailable, install_problem_handlers
+from shared.products import Domain
+from shared.settings import MeshSettings, database_url_for
+
+
+def service_app(name: str, title: str, description: str, **kwargs: object) -> FastAPI:
+    """A FastAPI app under /<name>, with its docs, OpenAPI and problem+json errors."""
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1",
+        openapi_url=f"/{name}/openapi.json",
+        docs_url=f"/{name}/docs",
+        redoc_url=None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    install_problem_handlers(app)
+
+    @app.get(f"/{name}/healthz", tags=["health"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    return app
+
+
+def create_domain_app(
+    domain: Domain, *, database_url: str | None = None, settings: MeshSettings | None = None
+) -> FastAPI:
+    """The HTTP service of one domain, serving every declared product from its database."""
+    settings = settings or MeshSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = database_url or database_url_for(domain.name)
+        if not url:
+            raise RuntimeError(
+                f"No database for the {domain.name} domain: set {domain.name.upper()}_DATABASE_URL "
+                "or start it with `datamesh up`."
+            )
+        app.state.database = Database(domain.name, url, settings)
+        try:
+            yield
+        finally:
+            await app.state.database.dispose()
+
+    app = service_app(
+        domain.name,
+        f"DataMesh {domain.title} domain",
+        f"{domain.description}. Owner: {domain.owner}. Data products of the {domain.name} "
+        "domain, read with PostgREST's grammar, in JSON, CSV, NDJSON, Arrow or Parquet.",
+        lifespan=lifespan,
+    )
+
+    def database() -> Database:
+        database: Database = app.state.database
+        return database
+
+    @app.get(f"/{domain.name}/readyz", tags=["health"], summary="Readiness")
+    async def readyz(request: Request) -> JSONResponse:
+        """The database answers and is migrated to the newest revision."""
+        state = await database().readiness()
+        if not state["ready"]:
+            raise ServiceUnavailable(
+                f"The {domain.name} database is not ready: {state}.", headers={"Retry-After": "1"}
+            )
+        return JSONResponse(state)
+
+    app.include_router(product_router(domain, ProductReader(domain, database, settings)))
+    return app

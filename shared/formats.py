@@ -1,0 +1,180 @@
+"""Output formats: negotiation by Accept or ?format=, and streaming encoders."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from enum import StrEnum
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.errors import NotAcceptable
+from shared.products import Column
+from shared.values import arrow_type
+
+
+class Format(StrEnum):
+    """A representation of a product's rows."""
+
+    JSON = "json"
+    CSV = "csv"
+    NDJSON = "ndjson"
+    ARROW = "arrow"
+    PARQUET = "parquet"
+    OBJECT = "object"  # one row as a JSON object (PostgREST's vnd.pgrst.object+json)
+
+
+MEDIA_TYPES: dict[Format, str] = {
+    Format.JSON: "application/json",
+    Format.CSV: "text/csv; charset=utf-8",
+    Format.NDJSON: "application/x-ndjson",
+    Format.ARROW: "application/vnd.apache.arrow.stream",
+    Format.PARQUET: "application/vnd.apache.parquet",
+    Format.OBJECT: "application/vnd.pgrst.object+json",
+}
+
+_ACCEPTED: dict[str, Format] = {
+    "application/json": Format.JSON,
+    "application/*": Format.JSON,
+    "*/*": Format.JSON,
+    "text/csv": Format.CSV,
+    "text/*": Format.CSV,
+    "application/x-ndjson": Format.NDJSON,
+    "application/ndjson": Format.NDJSON,
+    "application/jsonl": Format.NDJSON,
+    "application/vnd.apache.arrow.stream": Format.ARROW,
+    "application/vnd.apache.parquet": Format.PARQUET,
+    "application/x-parquet": Format.PARQUET,
+    "application/vnd.pgrst.object+json": Format.OBJECT,
+    "application/vnd.pgrst.object": Format.OBJECT,
+}
+
+STREAMING = (Format.CSV, Format.NDJSON, Format.ARROW, Format.PARQUET)
+
+
+def negotiate(format_parameter: str | None, accept: str | None) -> Format:
+    """The format asked for by ?format= (first) or by the Accept header, else JSON."""
+    if format_parameter is not None:
+        try:
+            chosen = Format(format_parameter.lower())
+        except ValueError:
+            chosen = None
+        if chosen is None or chosen is Format.OBJECT:
+            raise NotAcceptable(
+                f"Parameter 'format' has value '{format_parameter}'; supported: "
+                "json, csv, ndjson, arrow, parquet.",
+                parameter="format",
+            )
+        return chosen
+    if not accept:
+        return Format.JSON
+    offers: list[tuple[float, int, str]] = []
+    for position, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        offers.append((quality, -position, media.lower()))
+    for quality, _, media in sorted(offers, reverse=True):
+        if quality > 0 and media in _ACCEPTED:
+            return _ACCEPTED[media]
+    raise NotAcceptable(
+        f"None of the media types in Accept '{accept}' is available; supported: "
+        + ", ".join(sorted({m.split(";")[0] for m in MEDIA_TYPES.values()})),
+        accept=accept,
+    )
+
+
+class _Chunks:
+    """A write-only file object that hands what was written to the response, chunk by chunk."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
+    """The Arrow schema of the selected columns, with their descriptions as field metadata."""
+    return pa.schema(
+        [
+            pa.field(
+                c.name,
+                arrow_type(c),
+                nullable=c.nullable,
+                metadata={"description": c.description, "classification": str(c.classification)},
+            )
+            for c in columns
+        ]
+    )
+
+
+def record_batch(
+    columns: Sequence[Column], schema: pa.Schema, rows: Sequence[Any]
+) -> pa.RecordBatch:
+    """One Arrow record batch from database rows (tuples in column order)."""
+    arrays = [
+        pa.array([row[i] for row in rows], type=schema.field(i).type) for i in range(len(columns))
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+async def encode_arrow(
+    columns: Sequence[Column], batches: AsyncIterator[Sequence[Any]]
+) -> AsyncIterator[bytes]:
+    """An Arrow IPC stream, one record batch per database batch."""
+    schema = arrow_schema(columns)
+    sink = _Chunks()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        yield sink.take()
+        async for rows in batches:
+            writer.write_batch(record_batch(columns, schema, rows))
+            yield sink.take()
+    yield sink.take()
+
+
+async def encode_parquet(
+    columns: Sequence[Column], batches: AsyncIterator[Sequence[Any]]
+) -> AsyncIterator[bytes]:
+    """A Parquet file, one row group per database batch, written as it is read."""
+    schema = arrow_schema(columns)
+    sink = _Chunks()
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        async for rows in batches:
+            writer.write_batch(record_batch(columns, schema, rows))
+            yield sink.take()
+    yield sink.take()
+
+
+async def encode_ndjson(lines: AsyncIterator[Sequence[str]]) -> AsyncIterator[bytes]:
+    """Newline-delimited JSON from rows already rendered as JSON text by PostgreSQL."""
+    async for batch in lines:
+        yield ("\n".join(batch) + "\n").encode()
+
+
+def encode_json_array(lines: Sequence[str]) -> bytes:
+    """A bare JSON array from rows already rendered as JSON text by PostgreSQL."""
+    return ("[" + ",".join(lines) + "]").encode()

@@ -1,0 +1,382 @@
+"""PostgREST's read grammar, parsed against a declaration and compiled to parameterised SQL.
+
+Identifiers come only from the declaration (and are quoted); every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from shared.errors import (
+    InvalidCursor,
+    InvalidValue,
+    LimitOutOfRange,
+    Problem,
+    UnknownColumn,
+    UnknownOperator,
+    UnknownParameter,
+)
+from shared.products import Column, ColumnType, Product
+from shared.values import format_value, parse_value, sql_type
+
+RESERVED = ("select", "order", "limit", "offset", "cursor", "format")
+_COMPARISONS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_PATTERNS = {"like": "LIKE", "ilike": "ILIKE"}
+OPERATORS = (*_COMPARISONS, *_PATTERNS, "in", "is")
+_IS_VALUES = {"null": "NULL", "not_null": "NOT NULL", "true": "TRUE", "false": "FALSE"}
+_IS_VALUES["unknown"] = "UNKNOWN"
+
+
+class ForbiddenColumn(Problem):
+    status = 403
+    code = "forbidden_column"
+    title = "Column not permitted"
+
+
+def quote_ident(name: str) -> str:
+    """A declared identifier, double-quoted for SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class Filter:
+    column: Column
+    operator: str
+    value: Any
+    negated: bool
+
+
+@dataclass(frozen=True)
+class OrderTerm:
+    column: Column
+    descending: bool = False
+    nulls_first: bool | None = None
+
+    @property
+    def effective_nulls_first(self) -> bool:
+        """PostgreSQL's default: NULLs sort as larger than every value."""
+        return self.descending if self.nulls_first is None else self.nulls_first
+
+    def sql(self) -> str:
+        direction = "DESC" if self.descending else "ASC"
+        nulls = "NULLS FIRST" if self.effective_nulls_first else "NULLS LAST"
+        return f"{quote_ident(self.column.name)} {direction} {nulls}"
+
+    def signature(self) -> str:
+        return f"{self.column.name}.{'desc' if self.descending else 'asc'}." + (
+            "nullsfirst" if self.effective_nulls_first else "nullslast"
+        )
+
+
+@dataclass
+class ReadQuery:
+    """A parsed read of one product."""
+
+    product: Product
+    columns: tuple[Column, ...]
+    filters: list[Filter] = field(default_factory=list)
+    order: tuple[OrderTerm, ...] = ()
+    limit: int | None = None
+    offset: int = 0
+    after: tuple[Any, ...] | None = None
+    format: str | None = None
+
+    @property
+    def keyset(self) -> tuple[OrderTerm, ...]:
+        """The requested order, completed by the key so that it is total (keyset paging)."""
+        named = {t.column.name for t in self.order}
+        tail = tuple(
+            OrderTerm(c)
+            for k in self.product.key
+            if (c := self.product.column(k)) and k not in named
+        )
+        return self.order + tail
+
+    def encode_cursor(self, last_row: tuple[Any, ...]) -> str:
+        """An opaque cursor pointing just after a row (given its keyset values)."""
+        payload = {
+            "o": [t.signature() for t in self.keyset],
+            "v": [format_value(v) for v in last_row],
+        }
+        return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
+
+
+def parse_read(
+    product: Product, params: list[tuple[str, str]], *, max_limit: int | None
+) -> ReadQuery:
+    """Parse PostgREST-style query parameters against the product's declaration."""
+    query = ReadQuery(product=product, columns=product.columns)
+    cursor: str | None = None
+    seen: set[str] = set()
+    for name, raw in params:
+        if name in RESERVED:
+            if name in seen:
+                raise InvalidValue(f"Parameter '{name}' is given more than once.", parameter=name)
+            seen.add(name)
+        if name == "select":
+            query.columns = _parse_select(product, raw)
+        elif name == "order":
+            query.order = _parse_order(product, raw)
+        elif name == "limit":
+            query.limit = _parse_count(name, raw)
+            if max_limit is not None and query.limit > max_limit:
+                raise LimitOutOfRange(
+                    f"Parameter 'limit' has value {query.limit}; the maximum is {max_limit} "
+                    'rows per request (follow the Link rel="next" cursor for more).',
+                    parameter="limit",
+                    maximum=max_limit,
+                )
+        elif name == "offset":
+            query.offset = _parse_count(name, raw)
+        elif name == "cursor":
+            cursor = raw
+        elif name == "format":
+            query.format = raw
+        else:
+            query.filters.append(_parse_filter(product, name, raw))
+    if cursor is not None:
+        if query.offset:
+            raise InvalidValue(
+                "Parameters 'cursor' and 'offset' cannot be combined.", parameter="offset"
+            )
+        query.after = _decode_cursor(query, cursor)
+    return query
+
+
+def _known(product: Product, what: str) -> str:
+    return ", ".join(product.column_names)
+
+
+def _column(product: Product, name: str, *, parameter: str) -> Column:
+    column = product.column(name)
+    if column is None:
+        raise UnknownColumn(
+            f"Unknown column '{name}' in '{parameter}'; known: {_known(product, parameter)}.",
+            parameter=parameter,
+            column=name,
+        )
+    return column
+
+
+def _parse_select(product: Product, raw: str) -> tuple[Column, ...]:
+    if raw.strip() in ("", "*"):
+        return product.columns
+    columns: list[Column] = []
+    for part in raw.split(","):
+        name = part.strip()
+        if name == "*":
+            columns.extend(product.columns)
+            continue
+        column = _column(product, name, parameter="select")
+        if column not in columns:
+            columns.append(column)
+    return tuple(columns)
+
+
+def _parse_order(product: Product, raw: str) -> tuple[OrderTerm, ...]:
+    terms: list[OrderTerm] = []
+    for part in raw.split(","):
+        name, *modifiers = part.strip().split(".")
+        column = _column(product, name, parameter="order")
+        if not column.sortable:
+            raise InvalidValue(
+                f"Column '{name}' cannot be used in 'order'.", parameter="order", column=name
+            )
+        descending, nulls_first = False, None
+        for modifier in modifiers:
+            if modifier in ("asc", "desc"):
+                descending = modifier == "desc"
+            elif modifier in ("nullsfirst", "nullslast"):
+                nulls_first = modifier == "nullsfirst"
+            else:
+                raise InvalidValue(
+                    f"Parameter 'order' has '{part}': '{modifier}' is not one of "
+                    "asc, desc, nullsfirst, nullslast.",
+                    parameter="order",
+                    value=part,
+                )
+        terms.append(OrderTerm(column, descending, nulls_first))
+    return tuple(terms)
+
+
+def _parse_count(name: str, raw: str) -> int:
+    if not raw.isdigit():
+        raise InvalidValue(
+            f"Parameter '{name}' has value '{raw}'; expected a whole number >= 0.",
+            parameter=name,
+            value=raw,
+        )
+    return int(raw)
+
+
+def _parse_filter(product: Product, name: str, raw: str) -> Filter:
+    column = product.column(name)
+    if column is None:
+        raise UnknownParameter(
+            f"Unknown query parameter '{name}'. Filterable columns: "
+            f"{', '.join(c.name for c in product.columns if c.filterable)}; "
+            f"other parameters: {', '.join(RESERVED)}.",
+            parameter=name,
+        )
+    if not column.filterable:
+        raise InvalidValue(f"Column '{name}' cannot be filtered.", parameter=name)
+    negated = raw.startswith("not.")
+    body = raw[4:] if negated else raw
+    operator, dot, text = body.partition(".")
+    if not dot or operator not in OPERATORS:
+        raise UnknownOperator(
+            f"Parameter '{name}' has '{raw}': expected <operator>.<value> with an operator "
+            f"among {', '.join(OPERATORS)} (optionally after 'not.').",
+            parameter=name,
+            operator=operator,
+        )
+    value: Any
+    if operator == "is":
+        if text not in _IS_VALUES or (
+            text in ("true", "false", "unknown") and column.type is not ColumnType.BOOLEAN
+        ):
+            allowed = "null, not_null" + (
+                ", true, false, unknown" if column.type is ColumnType.BOOLEAN else ""
+            )
+            raise InvalidValue(
+                f"Parameter '{name}' has 'is.{text}'; expected one of {allowed}.",
+                parameter=name,
+                value=text,
+            )
+        value = text
+    elif operator in _PATTERNS:
+        if column.type is not ColumnType.TEXT:
+            raise InvalidValue(
+                f"Operator '{operator}' needs a text column; '{name}' is {column.type}.",
+                parameter=name,
+            )
+        value = text.replace("*", "%")
+    elif operator == "in":
+        value = [parse_value(column, item, parameter=name) for item in _parse_list(name, text)]
+    else:
+        value = parse_value(column, text, parameter=name)
+    return Filter(column, operator, value, negated)
+
+
+def _parse_list(name: str, text: str) -> list[str]:
+    if not (text.startswith("(") and text.endswith(")")):
+        raise InvalidValue(
+            f"Parameter '{name}' has 'in.{text}'; expected a list like in.(a,b,\"c,d\").",
+            parameter=name,
+        )
+    items: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for char in text[1:-1]:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if quoted:
+        raise InvalidValue(
+            f"Parameter '{name}' has an unclosed quote in 'in.{text}'.", parameter=name
+        )
+    if current or items:
+        items.append("".join(current))
+    return items
+
+
+def _decode_cursor(query: ReadQuery, raw: str) -> tuple[Any, ...]:
+    problem = InvalidCursor(
+        "Parameter 'cursor' is not a cursor this product issued for this order; "
+        'use the Link rel="next" URL as given.',
+        parameter="cursor",
+    )
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        raise problem from None
+    terms = query.keyset
+    if (
+        not isinstance(payload, dict)
+        or payload.get("o") != [t.signature() for t in terms]
+        or not isinstance(payload.get("v"), list)
+        or len(payload["v"]) != len(terms)
+    ):
+        raise problem
+    values: list[Any] = []
+    for term, text in zip(terms, payload["v"], strict=True):
+        if text is not None and not isinstance(text, str):
+            raise problem
+        try:
+            values.append(
+                None if text is None else parse_value(term.column, text, parameter="cursor")
+            )
+        except Problem:
+            raise problem from None
+    return tuple(values)
+
+
+class SqlBuilder:
+    """Collects bound parameters while a statement is written."""
+
+    def __init__(self) -> None:
+        self.args: list[Any] = []
+
+    def bind(self, value: Any, column: Column, *, array: bool = False) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}::{sql_type(column)}{'[]' if array else ''}"
+
+    def where(self, query: ReadQuery, *, keyset: bool = True) -> str:
+        clauses = [self._filter(f) for f in query.filters]
+        if keyset and query.after is not None:
+            clauses.append(self._after(query.keyset, query.after))
+        return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+    def _filter(self, f: Filter) -> str:
+        col = quote_ident(f.column.name)
+        if f.operator == "is":
+            clause = f"{col} IS {_IS_VALUES[f.value]}"
+        elif f.operator == "in":
+            clause = f"{col} = ANY({self.bind(f.value, f.column, array=True)})"
+        elif f.operator in _PATTERNS:
+            clause = f"{col} {_PATTERNS[f.operator]} {self.bind(f.value, f.column)}"
+        else:
+            clause = f"{col} {_COMPARISONS[f.operator]} {self.bind(f.value, f.column)}"
+        return f"NOT ({clause})" if f.negated else clause
+
+    def _after(self, terms: tuple[OrderTerm, ...], values: tuple[Any, ...]) -> str:
+        """Rows strictly after `values` in the keyset order (NULL placement respected)."""
+        alternatives: list[str] = []
+        for i, (term, value) in enumerate(zip(terms, values, strict=True)):
+            equal = [self._equal(t, v) for t, v in zip(terms[:i], values[:i], strict=True)]
+            later = self._later(term, value)
+            if later is None:
+                continue
+            alternatives.append("(" + " AND ".join([*equal, later]) + ")")
+        return "(" + " OR ".join(alternatives) + ")" if alternatives else "FALSE"
+
+    def _equal(self, term: OrderTerm, value: Any) -> str:
+        col = quote_ident(term.column.name)
+        return f"{col} IS NULL" if value is None else f"{col} = {self.bind(value, term.column)}"
+
+    def _later(self, term: OrderTerm, value: Any) -> str | None:
+        col = quote_ident(term.column.name)
+        nulls_first = term.effective_nulls_first
+        if value is None:
+            return f"{col} IS NOT NULL" if nulls_first else None
+        comparison = f"{col} {'<' if term.descending else '>'} {self.bind(value, term.column)}"
+        return comparison if nulls_first else f"({comparison} OR {col} IS NULL)"
+
+
+def order_by(query: ReadQuery) -> str:
+    """The ORDER BY clause: the requested order completed by the key."""
+    return " ORDER BY " + ", ".join(t.sql() for t in query.keyset)

@@ -1,0 +1,127 @@
+"""The reads of a data product: every query the framework sends for a ReadQuery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from shared.products import Column, ColumnType
+from shared.query import ReadQuery, SqlBuilder, order_by, quote_ident
+
+
+def _json_row(columns: Sequence[Column]) -> str:
+    # compact JSON in declaration order; numeric keeps its scale (money prints 2 decimals)
+    selected = ", ".join(f"s.{quote_ident(c.name)}" for c in columns)
+    return f"(SELECT row_to_json(r) FROM (SELECT {selected}) r)::text"
+
+
+def _text_column(column: Column) -> str:
+    name = quote_ident(column.name)
+    if column.type is ColumnType.TIMESTAMP:
+        return f"to_json({name}) #>> '{{}}' AS {name}"
+    return name
+
+
+def _select(query: ReadQuery, outputs: str, *, limit: int | None) -> tuple[str, list[Any]]:
+    sql = SqlBuilder()
+    statement = (
+        f"SELECT {outputs} FROM {quote_ident(query.product.source)} s"
+        f"{sql.where(query)}{order_by(query)}"
+    )
+    if limit is not None:
+        sql.args.append(limit)
+        statement += f" LIMIT ${len(sql.args)}"
+    if query.offset:
+        sql.args.append(query.offset)
+        statement += f" OFFSET ${len(sql.args)}"
+    return statement, sql.args
+
+
+async def page_as_json(
+    conn: asyncpg.Connection, query: ReadQuery, size: int
+) -> tuple[list[str], tuple[Any, ...] | None]:
+    """Up to `size` rows as JSON texts, and the keyset of the last one if more rows follow."""
+    keys = ", ".join(quote_ident(t.column.name) for t in query.keyset)
+    statement, args = _select(query, f"{_json_row(query.columns)}, {keys}", limit=size + 1)
+    rows = await conn.fetch(statement, *args)
+    more = len(rows) > size
+    rows = rows[:size]
+    last = tuple(rows[-1][1:]) if more and rows else None
+    return [r[0] for r in rows], last
+
+
+async def json_batches(
+    conn: asyncpg.Connection, query: ReadQuery, batch_rows: int
+) -> AsyncIterator[list[str]]:
+    """Every row as JSON text, in batches, through a server-side cursor."""
+    statement, args = _select(query, _json_row(query.columns), limit=query.limit)
+    async with conn.transaction(readonly=True):
+        cursor = await conn.cursor(statement, *args)
+        while rows := await cursor.fetch(batch_rows):
+            yield [r[0] for r in rows]
+
+
+async def row_batches(
+    conn: asyncpg.Connection, query: ReadQuery, batch_rows: int
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every row as typed values, in batches, through a server-side cursor."""
+    outputs = ", ".join(quote_ident(c.name) for c in query.columns)
+    statement, args = _select(query, outputs, limit=query.limit)
+    async with conn.transaction(readonly=True):
+        cursor = await conn.cursor(statement, *args)
+        while rows := await cursor.fetch(batch_rows):
+            yield rows
+
+
+async def csv_chunks(conn: asyncpg.Connection, query: ReadQuery) -> AsyncIterator[bytes]:
+    """The rows as CSV with a header line, straight from PostgreSQL's COPY."""
+    outputs = ", ".join(_text_column(c) for c in query.columns)
+    statement, args = _select(query, outputs, limit=query.limit)
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
+
+    async def _copy() -> None:
+        try:
+            await conn.copy_from_query(
+                statement, *args, output=chunks.put, format="csv", header=True
+            )
+        finally:
+            await chunks.put(None)
+
+    task = asyncio.create_task(_copy())
+    try:
+        while (chunk := await chunks.get()) is not None:
+            yield bytes(chunk)
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def count(conn: asyncpg.Connection, query: ReadQuery, mode: str, exact_below: int) -> int:
+    """The number of rows matching the filters: exact, planned, or estimated (PostgREST's)."""
+    sql = SqlBuilder()
+    source = f"FROM {quote_ident(query.product.source)}{sql.where(query, keyset=False)}"
+    if mode == "exact":
+        return int(await conn.fetchval(f"SELECT count(*) {source}", *sql.args))
+    plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) SELECT 1 {source}", *sql.args)
+    planned = int(orjson.loads(plan)[0]["Plan"]["Plan Rows"])
+    if mode == "estimated" and planned <= exact_below:
+        return int(await conn.fetchval(f"SELECT count(*) {source}", *sql.args))
+    return planned
+
+
+async def rows_before(conn: asyncpg.Connection, query: ReadQuery) -> int:
+    """How many matching rows come before the query's cursor (its page's first position)."""
+    if query.after is None:
+        return query.offset
+    sql = SqlBuilder()
+    where = sql.where(query, keyset=False)
+    after = sql._after(query.keyset, query.after)
+    condition = f"NOT {after}" if not where else f"{where[7:]} AND NOT {after}"
+    statement = f"SELECT count(*) FROM {quote_ident(query.product.source)} WHERE {condition}"
+    return int(await conn.fetchval(statement, *sql.args))

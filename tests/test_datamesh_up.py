@@ -1,0 +1,118 @@
+"""`datamesh up` end to end: real processes, real ports, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from shared.embedded import free_port
+
+DATAMESH = str(Path(sys.executable).parent / "datamesh")
+
+
+class Mesh:
+    """A `datamesh up` subprocess whose output is read line by line."""
+
+    def __init__(self, data_dir: Path, ports: dict[str, int]):
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
+        self.process = subprocess.Popen(
+            [
+                DATAMESH,
+                "up",
+                "--data-dir",
+                str(data_dir),
+                "--as-of",
+                "2024-10-18",
+                *[arg for name, port in ports.items() for arg in (f"--port-{name}", str(port))],
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                assert self.process.poll() is None, "".join(self.output)
+                continue
+            self.output.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"'{text}' not printed in {timeout}s:\n{''.join(self.output)}")
+
+    def interrupt(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(timeout=60)
+        self._reader.join(timeout=10)
+        assert self.process.stdout
+        self.process.stdout.close()
+        return code
+
+
+def _leftovers(data_dir: Path, ports: dict[str, int]) -> list[str]:
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(data_dir) in cmdline or any(f"--port {p}" in cmdline for p in ports.values()):
+            found.append(f"{process.info['pid']}: {cmdline}")
+    return found
+
+
+def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    ports = {"mesh": free_port(), "sales": free_port(), "marketing": free_port()}
+    mesh = Mesh(data_dir, ports)
+    try:
+        mesh.wait_for("DataMesh is up")
+        mesh.wait_for("Press Ctrl-C")
+        printed = "".join(mesh.output)
+        assert f"http://127.0.0.1:{ports['sales']}/sales/docs" in printed
+        assert f"http://127.0.0.1:{ports['marketing']}/marketing/docs" in printed
+        assert f"http://127.0.0.1:{ports['mesh']}/mesh/docs" in printed
+        assert "loaded sample data as of 2024-10-18" in printed
+
+        clv = httpx.get(
+            f"http://127.0.0.1:{ports['sales']}/sales/v1/customer-lifetime-value",
+            params={"select": "customer_id", "limit": "100"},
+        )
+        assert clv.status_code == 200
+        assert len(clv.json()) == 15
+        leads = httpx.get(f"http://127.0.0.1:{ports['marketing']}/marketing/v1/leads")
+        assert len(leads.json()) == 15
+        ready = httpx.get(f"http://127.0.0.1:{ports['mesh']}/mesh/readyz")
+        assert ready.json() == {"ready": True, "domains": {"sales": "ready", "marketing": "ready"}}
+    finally:
+        code = mesh.interrupt()
+    assert code == 0
+    assert _leftovers(data_dir, ports) == []
+
+    again = Mesh(data_dir, ports)
+    try:
+        again.wait_for("Press Ctrl-C")
+        assert "kept existing data" in "".join(again.output)
+        assert "loaded sample data" not in "".join(again.output)
+    finally:
+        assert again.interrupt() == 0
+    assert _leftovers(data_dir, ports) == []
