@@ -109,7 +109,9 @@ async def count(conn: asyncpg.Connection, query: ReadQuery, mode: str, exact_bel
     if mode == "exact":
         return int(await conn.fetchval(f"SELECT count(*) {source}", *sql.args))
     plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) SELECT 1 {source}", *sql.args)
-    planned = int(orjson.loads(plan)[0]["Plan"]["Plan Rows"])
+    if isinstance(plan, str | bytes):  # json arrives decoded when a json codec is set (SQLAlchemy's)
+        plan = orjson.loads(plan)
+    planned = int(plan[0]["Plan"]["Plan Rows"])
     if mode == "estimated" and planned <= exact_below:
         return int(await conn.fetchval(f"SELECT count(*) {source}", *sql.args))
     return planned
@@ -122,6 +124,7 @@ async def rows_before(conn: asyncpg.Connection, query: ReadQuery) -> int:
     sql = SqlBuilder()
     where = sql.where(query, keyset=False)
     after = sql._after(query.keyset, query.after)
-    condition = f"NOT {after}" if not where else f"{where[7:]} AND NOT {after}"
+    # IS NOT TRUE, not NOT: a NULL column makes the comparison NULL for rows sorted before
+    condition = f"{after} IS NOT TRUE" + (f" AND {where[7:]}" if where else "")
     statement = f"SELECT count(*) FROM {quote_ident(query.product.source)} WHERE {condition}"
     return int(await conn.fetchval(statement, *sql.args))

@@ -94,8 +94,23 @@ async def test_customers(sales: httpx.AsyncClient) -> None:
     assert emails.is_unique, emails[emails.duplicated(keep=False)]
 
 
-async def test_products(sales: httpx.AsyncClient) -> None:
-    products = frame(await read_all(sales, "/sales/v1/products"))
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(
+            "/sales/v1/products",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="bug: the catalogue route GET /sales/v1/products (list of data products, "
+                "shared/api.py product_router) is registered before the Sales 'products' data "
+                "product and shadows it",
+            ),
+        ),
+        "/sales/products",  # the un-versioned alias of the current version
+    ],
+)
+async def test_products(sales: httpx.AsyncClient, path: str) -> None:
+    products = frame(await read_all(sales, path))
     assert len(products) == 10
     assert_unique(products, "product_id")
     assert set(products["category"]) == {"Software", "Infrastructure"}
@@ -197,9 +212,7 @@ async def test_campaign_metrics_one_row_per_active_day(marketing: httpx.AsyncCli
         start = max(dt.date.fromisoformat(c.start_date), WINDOW_FIRST)
         end = min(dt.date.fromisoformat(c.end_date), WINDOW_LAST)
         expected |= {(c.campaign_id, d) for d in WINDOW_DAYS if start <= d <= end}
-    actual = {
-        (r.campaign_id, dt.date.fromisoformat(r.metric_date)) for r in metrics.itertuples()
-    }
+    actual = {(r.campaign_id, dt.date.fromisoformat(r.metric_date)) for r in metrics.itertuples()}
     assert actual == expected
     assert len(metrics) == 728
     assert dict(Counter(metrics["campaign_id"])) == {
@@ -257,7 +270,8 @@ async def _counts(client: httpx.AsyncClient, name: str) -> dict[str, int]:
     counts = {}
     for product in domain(name).products:
         if product.is_table:
-            counts[product.source] = len(await read_all(client, f"/{name}/v1/{product.name}"))
+            # the un-versioned alias: /sales/v1/products is shadowed (see test_products)
+            counts[product.source] = len(await read_all(client, f"/{name}/{product.name}"))
     return counts
 
 

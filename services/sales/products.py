@@ -52,6 +52,7 @@ CUSTOMERS = Product(
             ColumnType.TEXT,
             "Legal or trading name of the customer company.",
             classification=CONFIDENTIAL,
+            sortable=False,
         ),
         Column(
             "email",
@@ -59,6 +60,7 @@ CUSTOMERS = Product(
             "Email address of the customer's main contact; unique, compared case-insensitively.",
             classification=PII,
             unique=True,
+            sortable=False,
         ),
         Column(
             "phone",
@@ -66,21 +68,29 @@ CUSTOMERS = Product(
             "Phone number of the customer's main contact, in international format.",
             classification=PII,
             nullable=True,
+            sortable=False,
         ),
-        Column("country", ColumnType.TEXT, "Country the customer is based in."),
+        Column("country", ColumnType.TEXT, "Country the customer is based in.", sortable=False),
         Column(
             "industry",
             ColumnType.TEXT,
             "Industry the customer operates in, such as Finance or Healthcare, when known.",
             nullable=True,
+            sortable=False,
         ),
         Column(
             "company_size",
             ColumnType.TEXT,
             "Size segment of the customer: Enterprise, Mid-Market or Small.",
+            sortable=False,
         ),
         Column("created_at", ColumnType.TIMESTAMP, "When the customer record was created."),
-        Column("updated_at", ColumnType.TIMESTAMP, "When the customer record last changed."),
+        Column(
+            "updated_at",
+            ColumnType.TIMESTAMP,
+            "When the customer record last changed.",
+            sortable=False,
+        ),
     ),
 )
 
@@ -96,19 +106,21 @@ PRODUCTS = Product(
             "Surrogate identifier of the product.",
             unique=True,
         ),
-        Column("product_name", ColumnType.TEXT, "Name of the product as sold."),
+        Column("product_name", ColumnType.TEXT, "Name of the product as sold.", sortable=False),
         Column(
             "category",
             ColumnType.TEXT,
             "Product category: Software or Infrastructure.",
+            sortable=False,
         ),
-        Column("price", ColumnType.MONEY, "List price of one unit, in US dollars."),
-        Column("cost", ColumnType.MONEY, "Our cost of one unit, in US dollars."),
+        Column("price", ColumnType.MONEY, "List price of one unit, in US dollars.", sortable=False),
+        Column("cost", ColumnType.MONEY, "Our cost of one unit, in US dollars.", sortable=False),
         Column(
             "description",
             ColumnType.TEXT,
             "Short marketing description of the product.",
             nullable=True,
+            sortable=False,
         ),
     ),
 )
@@ -131,6 +143,7 @@ ORDERS = Product(
             "order_status",
             ColumnType.TEXT,
             "Status of the order: Pending, Processing, Completed or Cancelled.",
+            sortable=False,
         ),
         Column(
             "total_amount",
@@ -141,14 +154,19 @@ ORDERS = Product(
             "payment_method",
             ColumnType.TEXT,
             "How the customer pays, such as Wire Transfer or Purchase Order.",
+            sortable=False,
         ),
         Column(
-            "sales_rep", ColumnType.TEXT, "Name of the sales representative who owns the order."
+            "sales_rep",
+            ColumnType.TEXT,
+            "Name of the sales representative who owns the order.",
+            sortable=False,
         ),
         Column(
             "region",
             ColumnType.TEXT,
             "Sales region of the customer's country: North America, Europe or Asia Pacific.",
+            sortable=False,
         ),
     ),
 )
@@ -167,11 +185,14 @@ ORDER_ITEMS = Product(
         ),
         Column("order_id", ColumnType.INTEGER, "The order this line belongs to."),
         Column("product_id", ColumnType.INTEGER, "The product sold on this line."),
-        Column("quantity", ColumnType.INTEGER, "Number of units sold; always positive."),
+        Column(
+            "quantity", ColumnType.INTEGER, "Number of units sold; always positive.", sortable=False
+        ),
         Column(
             "unit_price",
             ColumnType.MONEY,
             "Price of one unit on this line before discount, in US dollars.",
+            sortable=False,
         ),
         Column(
             "discount_percent",
@@ -179,11 +200,13 @@ ORDER_ITEMS = Product(
             "Discount on this line, in percent from 0 to 100.",
             precision=5,
             scale=2,
+            sortable=False,
         ),
         Column(
             "line_total",
             ColumnType.MONEY,
             "quantity x unit_price x (1 - discount_percent/100), rounded half-up to cents.",
+            sortable=False,
         ),
     ),
 )

@@ -65,6 +65,7 @@ TABLES: tuple[str, ...] = (
     """,
     "CREATE INDEX orders_customer_id_idx ON orders (customer_id)",
     "CREATE INDEX orders_order_date_idx ON orders (order_date)",
+    "CREATE INDEX orders_total_amount_idx ON orders (total_amount)",
     """
     CREATE TABLE order_items (
         item_id          serial PRIMARY KEY,

@@ -1,0 +1,27 @@
+"""The docs stay true to the declarations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services import DOMAINS, domain
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_products_page_lists_every_product_and_definition() -> None:
+    page = (ROOT / "docs" / "products.md").read_text()
+    for name in DOMAINS:
+        for product in domain(name).products:
+            assert f"### `{product.name}` (" in page
+            for column in product.columns:
+                assert f"| {column.name} | {column.type}" in page
+            if product.definition:
+                assert product.definition in page
+
+
+def test_readme_lists_every_product() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in DOMAINS:
+        for product in domain(name).products:
+            assert f"| {name:<9} | `{product.name}`" in readme
