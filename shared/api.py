@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from shared import reads
 from shared.db import Database
 from shared.errors import NotAcceptable, NotFound, UnknownParameter, UnknownProduct
-from shared.formats import (
-    MEDIA_TYPES,
-    Format,
-    encode_arrow,
-    encode_json_array,
-    encode_ndjson,
-    encode_parquet,
-    negotiate,
-)
+from shared.formats import MEDIA_TYPES, Format, RowSource, encode_json_array, negotiate
 from shared.products import Domain, Product
 from shared.query import OPERATORS, RESERVED, Filter, ReadQuery, parse_read
+from shared.reads import DatabaseRows
 from shared.settings import MeshSettings
 from shared.values import json_schema, parse_value
 
@@ -62,6 +55,65 @@ async def _primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     return _rest()
 
 
+@dataclass(frozen=True)
+class ReadRequest:
+    """What a read asks for: the format, the parsed query and the count preference."""
+
+    fmt: Format
+    query: ReadQuery
+    count_mode: str | None
+
+
+def parse_request(
+    request: Request,
+    product: Product,
+    settings: MeshSettings,
+    *,
+    params: list[tuple[str, str]] | None = None,
+) -> ReadRequest:
+    """Parse a read of the product (its query parameters, Accept and Prefer headers)."""
+    fmt = negotiate(request.query_params.get("format"), request.headers.get("accept"))
+    paged = fmt in (Format.JSON, Format.OBJECT)
+    query = parse_read(
+        product,
+        request.query_params.multi_items() if params is None else params,
+        max_limit=settings.max_page_size if paged else None,
+    )
+    return ReadRequest(fmt, query, _prefer_count(request))
+
+
+async def respond(
+    request: Request, read: ReadRequest, source: RowSource, settings: MeshSettings
+) -> Response:
+    """The HTTP answer to a read: a JSON page with its headers, or a streamed format."""
+    query, fmt, count_mode = read.query, read.fmt, read.count_mode
+    headers: dict[str, str] = {}
+    if count_mode:
+        headers["Preference-Applied"] = f"count={count_mode}"
+    if fmt not in (Format.JSON, Format.OBJECT):
+        if count_mode:
+            headers["Content-Range"] = f"*/{await source.count(query, count_mode)}"
+        body = await _primed(source.stream(query, fmt))
+        if fmt is Format.PARQUET:
+            headers["Content-Disposition"] = f'attachment; filename="{query.product.name}.parquet"'
+        return StreamingResponse(body, media_type=MEDIA_TYPES[fmt], headers=headers)
+    size = 1 if fmt is Format.OBJECT else query.limit
+    page = await source.page(query, settings.json_page_size if size is None else size, count_mode)
+    if fmt is Format.OBJECT:
+        if len(page.rows) != 1 or page.last is not None:
+            raise NotAcceptable(
+                "A single JSON object was requested (Accept: application/vnd.pgrst.object+json) "
+                "but the read matches " + ("no rows." if not page.rows else "more than one row."),
+            )
+        return Response(page.rows[0], media_type=MEDIA_TYPES[Format.OBJECT])
+    if query.after is None or count_mode:
+        span = f"{page.start}-{page.start + len(page.rows) - 1}" if page.rows else "*"
+        headers["Content-Range"] = f"{span}/{'*' if page.total is None else page.total}"
+    if page.last is not None:
+        headers["Link"] = _next_link(request, query.encode_cursor(page.last))
+    return Response(encode_json_array(page.rows), media_type="application/json", headers=headers)
+
+
 class ProductReader:
     """Answers reads of one domain's products from its database."""
 
@@ -72,76 +124,19 @@ class ProductReader:
 
     async def read(self, request: Request, product: Product) -> Response:
         """Rows of a product, filtered, ordered, paged and encoded as asked."""
-        params = request.query_params.multi_items()
-        fmt = negotiate(request.query_params.get("format"), request.headers.get("accept"))
-        paged = fmt in (Format.JSON, Format.OBJECT)
-        query = parse_read(
-            product, params, max_limit=self.settings.max_page_size if paged else None
+        read = parse_request(request, product, self.settings)
+        return await respond(
+            request, read, DatabaseRows(self.database(), self.settings), self.settings
         )
-        count_mode = _prefer_count(request)
-        if paged:
-            return await self._page(request, query, fmt, count_mode)
-        headers: dict[str, str] = {}
-        if count_mode:
-            async with self.database().connection() as conn:
-                total = await reads.count(conn, query, count_mode, self.settings.max_page_size)
-            headers["Content-Range"] = f"*/{total}"
-            headers["Preference-Applied"] = f"count={count_mode}"
-        body = await _primed(self._stream(query, fmt))
-        if fmt is Format.PARQUET:
-            headers["Content-Disposition"] = f'attachment; filename="{product.name}.parquet"'
-        return StreamingResponse(body, media_type=MEDIA_TYPES[fmt], headers=headers)
-
-    async def _page(
-        self, request: Request, query: ReadQuery, fmt: Format, count_mode: str | None
-    ) -> Response:
-        size = query.limit if query.limit is not None else self.settings.json_page_size
-        if fmt is Format.OBJECT:
-            size = 1
-        headers: dict[str, str] = {}
-        async with (
-            self.database().connection() as conn,
-            conn.transaction(readonly=True, isolation="repeatable_read"),
-        ):
-            rows, last = await reads.page_as_json(conn, query, size)
-            total: int | None = None
-            if count_mode:
-                total = await reads.count(conn, query, count_mode, self.settings.max_page_size)
-                headers["Preference-Applied"] = f"count={count_mode}"
-            start = await reads.rows_before(conn, query) if count_mode else query.offset
-        if fmt is Format.OBJECT:
-            if len(rows) != 1 or last is not None:
-                raise NotAcceptable(
-                    "A single JSON object was requested (Accept: application/vnd.pgrst.object+json) "
-                    "but the read matches " + ("no rows." if not rows else "more than one row."),
-                )
-            return Response(rows[0], media_type=MEDIA_TYPES[Format.OBJECT])
-        if query.after is None or count_mode:
-            span = f"{start}-{start + len(rows) - 1}" if rows else "*"
-            headers["Content-Range"] = f"{span}/{'*' if total is None else total}"
-        if last is not None:
-            headers["Link"] = _next_link(request, query.encode_cursor(last))
-        return Response(encode_json_array(rows), media_type="application/json", headers=headers)
-
-    async def _stream(self, query: ReadQuery, fmt: Format) -> AsyncIterator[bytes]:
-        batch = self.settings.stream_batch_rows
-        async with self.database().connection() as conn:
-            if fmt is Format.CSV:
-                async for chunk in reads.csv_chunks(conn, query):
-                    yield chunk
-            elif fmt is Format.NDJSON:
-                async for chunk in encode_ndjson(reads.json_batches(conn, query, batch)):
-                    yield chunk
-            else:
-                encode = encode_arrow if fmt is Format.ARROW else encode_parquet
-                async for chunk in encode(query.columns, reads.row_batches(conn, query, batch)):
-                    yield chunk
 
     async def read_one(self, request: Request, product: Product, key: str) -> Response:
         """One row of a table by its key, as a JSON object."""
         fmt = negotiate(request.query_params.get("format"), request.headers.get("accept"))
         if fmt not in (Format.JSON, Format.OBJECT):
-            raise NotAcceptable("A single row is served as JSON only.", accept=fmt.value)
+            raise NotAcceptable(
+                f"A single row is served as JSON only; the request asks for {fmt.value}.",
+                accept=fmt.value,
+            )
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "format"]
         for name, _ in params:
             if name != "select":
@@ -154,8 +149,8 @@ class ProductReader:
         assert column is not None
         value = parse_value(column, key, parameter=column.name)
         query.filters.append(Filter(column, "eq", value, negated=False))
-        async with self.database().connection() as conn:
-            rows, _ = await reads.page_as_json(conn, query, 1)
+        page = await DatabaseRows(self.database(), self.settings).page(query, 1, None)
+        rows = page.rows
         if not rows:
             raise NotFound(
                 f"No {product.name} row has {column.name} = {key}.", product=product.name, key=key
@@ -310,7 +305,7 @@ def product_router(domain: Domain, reader: ProductReader) -> APIRouter:
         return JSONResponse([catalogue_entry(domain, p) for p in domain.products])
 
     router.add_api_route(
-        f"{prefix}/v1/products",
+        f"{prefix}/v1",
         list_products,
         methods=["GET"],
         summary="List data products",

@@ -118,7 +118,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        problem = Problem(str(exc.detail))
+        detail = {
+            404: f"Nothing is published at '{request.url.path}'.",
+            405: f"Method {request.method} is not allowed on '{request.url.path}'.",
+        }.get(exc.status_code, str(exc.detail))
+        problem = Problem(detail, headers=dict(exc.headers or {}))  # keeps 405's Allow
         problem.status = exc.status_code
         problem.code = {404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "http_error"

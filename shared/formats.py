@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,6 +13,9 @@ import pyarrow.parquet as pq
 from shared.errors import NotAcceptable
 from shared.products import Column
 from shared.values import arrow_type
+
+if TYPE_CHECKING:
+    from shared.query import ReadQuery
 
 
 class Format(StrEnum):
@@ -89,6 +93,27 @@ def negotiate(format_parameter: str | None, accept: str | None) -> Format:
         + ", ".join(sorted({m.split(";")[0] for m in MEDIA_TYPES.values()})),
         accept=accept,
     )
+
+
+@dataclass(frozen=True)
+class Page:
+    """One JSON page: rows as JSON texts, the keyset of the last row if more follow, the
+    total (when a count was asked for) and the position of the first row."""
+
+    rows: list[str]
+    last: tuple[Any, ...] | None
+    total: int | None
+    start: int
+
+
+class RowSource(Protocol):
+    """Where a product's rows come from: a domain database, or a table the mesh computed."""
+
+    async def page(self, query: ReadQuery, size: int, count_mode: str | None) -> Page: ...
+
+    async def count(self, query: ReadQuery, count_mode: str) -> int: ...
+
+    def stream(self, query: ReadQuery, fmt: Format) -> AsyncIterator[bytes]: ...
 
 
 class _Chunks:

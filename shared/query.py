@@ -22,7 +22,7 @@ from shared.errors import (
     UnknownParameter,
 )
 from shared.products import Column, ColumnType, Product
-from shared.values import format_value, parse_value, sql_type
+from shared.values import bind_type, format_value, parse_value
 
 RESERVED = ("select", "order", "limit", "offset", "cursor", "format")
 _COMPARISONS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -112,12 +112,16 @@ def parse_read(
     """Parse PostgREST-style query parameters against the product's declaration."""
     query = ReadQuery(product=product, columns=product.columns)
     cursor: str | None = None
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for name, raw in params:
         if name in RESERVED:
             if name in seen:
-                raise InvalidValue(f"Parameter '{name}' is given more than once.", parameter=name)
-            seen.add(name)
+                raise InvalidValue(
+                    f"Parameter '{name}' is given more than once ('{seen[name]}' and '{raw}').",
+                    parameter=name,
+                    value=raw,
+                )
+            seen[name] = raw
         if name == "select":
             query.columns = _parse_select(product, raw)
         elif name == "order":
@@ -142,7 +146,10 @@ def parse_read(
     if cursor is not None:
         if query.offset:
             raise InvalidValue(
-                "Parameters 'cursor' and 'offset' cannot be combined.", parameter="offset"
+                f"Parameter 'offset' has value '{seen['offset']}'; 'offset' and 'cursor' "
+                "cannot be combined (the cursor already says where the page starts).",
+                parameter="offset",
+                value=seen["offset"],
             )
         query.after = _decode_cursor(query, cursor)
     return query
@@ -184,8 +191,12 @@ def _parse_order(product: Product, raw: str) -> tuple[OrderTerm, ...]:
         name, *modifiers = part.strip().split(".")
         column = _column(product, name, parameter="order")
         if not column.sortable:
+            sortable = ", ".join(c.name for c in product.columns if c.sortable)
             raise InvalidValue(
-                f"Column '{name}' cannot be used in 'order'.", parameter="order", column=name
+                f"Parameter 'order' has '{part}': column '{name}' is not sortable; "
+                f"sortable columns: {sortable}.",
+                parameter="order",
+                column=name,
             )
         descending, nulls_first = False, None
         for modifier in modifiers:
@@ -204,10 +215,14 @@ def _parse_order(product: Product, raw: str) -> tuple[OrderTerm, ...]:
     return tuple(terms)
 
 
+_MAX_COUNT = 2**63 - 1  # LIMIT and OFFSET are bigint in PostgreSQL
+
+
 def _parse_count(name: str, raw: str) -> int:
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > _MAX_COUNT:
         raise InvalidValue(
-            f"Parameter '{name}' has value '{raw}'; expected a whole number >= 0.",
+            f"Parameter '{name}' has value '{raw}'; expected a whole number from 0 to "
+            f"{_MAX_COUNT}.",
             parameter=name,
             value=raw,
         )
@@ -224,7 +239,9 @@ def _parse_filter(product: Product, name: str, raw: str) -> Filter:
             parameter=name,
         )
     if not column.filterable:
-        raise InvalidValue(f"Column '{name}' cannot be filtered.", parameter=name)
+        raise InvalidValue(
+            f"Parameter '{name}' has '{raw}': column '{name}' cannot be filtered.", parameter=name
+        )
     negated = raw.startswith("not.")
     body = raw[4:] if negated else raw
     operator, dot, text = body.partition(".")
@@ -252,10 +269,12 @@ def _parse_filter(product: Product, name: str, raw: str) -> Filter:
     elif operator in _PATTERNS:
         if column.type is not ColumnType.TEXT:
             raise InvalidValue(
-                f"Operator '{operator}' needs a text column; '{name}' is {column.type}.",
+                f"Parameter '{name}' has '{raw}': operator '{operator}' needs a text column; "
+                f"'{name}' is {column.type}.",
                 parameter=name,
+                value=raw,
             )
-        value = text.replace("*", "%")
+        value = parse_value(column, text, parameter=name).replace("*", "%")
     elif operator == "in":
         value = [parse_value(column, item, parameter=name) for item in _parse_list(name, text)]
     else:
@@ -289,16 +308,17 @@ def _parse_list(name: str, text: str) -> list[str]:
         raise InvalidValue(
             f"Parameter '{name}' has an unclosed quote in 'in.{text}'.", parameter=name
         )
-    if current or items:
+    if text != "()":  # in.() is the empty list; in.("") holds one empty string
         items.append("".join(current))
     return items
 
 
 def _decode_cursor(query: ReadQuery, raw: str) -> tuple[Any, ...]:
     problem = InvalidCursor(
-        "Parameter 'cursor' is not a cursor this product issued for this order; "
-        'use the Link rel="next" URL as given.',
+        f"Parameter 'cursor' has value '{raw}', which is not a cursor this product issued "
+        'for this order; use the Link rel="next" URL as given.',
         parameter="cursor",
+        value=raw,
     )
     try:
         payload = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
@@ -328,18 +348,27 @@ def _decode_cursor(query: ReadQuery, raw: str) -> tuple[Any, ...]:
 class SqlBuilder:
     """Collects bound parameters while a statement is written."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, exact_numeric: str = "numeric") -> None:
         self.args: list[Any] = []
+        self.exact_numeric = exact_numeric
 
     def bind(self, value: Any, column: Column, *, array: bool = False) -> str:
         self.args.append(value)
-        return f"${len(self.args)}::{sql_type(column)}{'[]' if array else ''}"
+        return f"${len(self.args)}::{bind_type(column, self.exact_numeric)}{'[]' if array else ''}"
 
     def where(self, query: ReadQuery, *, keyset: bool = True) -> str:
         clauses = [self._filter(f) for f in query.filters]
         if keyset and query.after is not None:
             clauses.append(self._after(query.keyset, query.after))
         return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+    def before_cursor(self, query: ReadQuery) -> str:
+        """WHERE clause of the matching rows that sort before the query's cursor."""
+        assert query.after is not None
+        clauses = [self._filter(f) for f in query.filters]
+        # IS NOT TRUE, not NOT: a NULL column makes the comparison NULL for rows sorted before
+        clauses.append(f"{self._after(query.keyset, query.after)} IS NOT TRUE")
+        return " WHERE " + " AND ".join(clauses)
 
     def _filter(self, f: Filter) -> str:
         col = quote_ident(f.column.name)

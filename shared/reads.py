@@ -9,8 +9,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from shared.db import Database
+from shared.formats import Format, Page, encode_arrow, encode_ndjson, encode_parquet
 from shared.products import Column, ColumnType
 from shared.query import ReadQuery, SqlBuilder, order_by, quote_ident
+from shared.settings import MeshSettings
 
 
 def _json_row(columns: Sequence[Column]) -> str:
@@ -109,7 +112,7 @@ async def count(conn: asyncpg.Connection, query: ReadQuery, mode: str, exact_bel
     if mode == "exact":
         return int(await conn.fetchval(f"SELECT count(*) {source}", *sql.args))
     plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) SELECT 1 {source}", *sql.args)
-    if isinstance(plan, str | bytes):  # json arrives decoded when a json codec is set (SQLAlchemy's)
+    if isinstance(plan, str | bytes):  # decoded already where a json codec is set (SQLAlchemy)
         plan = orjson.loads(plan)
     planned = int(plan[0]["Plan"]["Plan Rows"])
     if mode == "estimated" and planned <= exact_below:
@@ -122,9 +125,49 @@ async def rows_before(conn: asyncpg.Connection, query: ReadQuery) -> int:
     if query.after is None:
         return query.offset
     sql = SqlBuilder()
-    where = sql.where(query, keyset=False)
-    after = sql._after(query.keyset, query.after)
-    # IS NOT TRUE, not NOT: a NULL column makes the comparison NULL for rows sorted before
-    condition = f"{after} IS NOT TRUE" + (f" AND {where[7:]}" if where else "")
-    statement = f"SELECT count(*) FROM {quote_ident(query.product.source)} WHERE {condition}"
-    return int(await conn.fetchval(statement, *sql.args))
+    where = sql.before_cursor(query)
+    return int(
+        await conn.fetchval(
+            f"SELECT count(*) FROM {quote_ident(query.product.source)}{where}", *sql.args
+        )
+    )
+
+
+class DatabaseRows:
+    """A product's rows in its domain database (the RowSource of the domain services)."""
+
+    def __init__(self, database: Database, settings: MeshSettings):
+        self.database = database
+        self.settings = settings
+
+    async def page(self, query: ReadQuery, size: int, count_mode: str | None) -> Page:
+        """A JSON page; its count and position read in the same snapshot."""
+        async with (
+            self.database.connection() as conn,
+            conn.transaction(readonly=True, isolation="repeatable_read"),
+        ):
+            rows, last = await page_as_json(conn, query, size)
+            if not count_mode:
+                return Page(rows, last, None, query.offset)
+            total = await count(conn, query, count_mode, self.settings.max_page_size)
+            return Page(rows, last, total, await rows_before(conn, query))
+
+    async def count(self, query: ReadQuery, count_mode: str) -> int:
+        """The number of matching rows."""
+        async with self.database.connection() as conn:
+            return await count(conn, query, count_mode, self.settings.max_page_size)
+
+    async def stream(self, query: ReadQuery, fmt: Format) -> AsyncIterator[bytes]:
+        """Every matching row in a streaming format, read in batches."""
+        batch = self.settings.stream_batch_rows
+        async with self.database.connection() as conn:
+            if fmt is Format.CSV:
+                async for chunk in csv_chunks(conn, query):
+                    yield chunk
+            elif fmt is Format.NDJSON:
+                async for chunk in encode_ndjson(json_batches(conn, query, batch)):
+                    yield chunk
+            else:
+                encode = encode_arrow if fmt is Format.ARROW else encode_parquet
+                async for chunk in encode(query.columns, row_batches(conn, query, batch)):
+                    yield chunk

@@ -56,6 +56,21 @@ _EXPECTED = {
 }
 
 _INT32 = 2**31
+_INT64 = 2**63
+# PostgreSQL's numeric: at most 131072 digits before the decimal point, 16383 after
+_NUMERIC_DIGITS_BEFORE, _NUMERIC_DIGITS_AFTER = 131_072, 16_383
+
+
+def _out_of_range(column: Column, value: Any) -> str | None:
+    if column.type is ColumnType.INTEGER and not -_INT32 <= value < _INT32:
+        return "a 32-bit integer"
+    if column.type is ColumnType.BIGINT and not -_INT64 <= value < _INT64:
+        return "a 64-bit integer"
+    if column.type in (ColumnType.MONEY, ColumnType.DECIMAL):
+        digits_before, digits_after = value.adjusted() + 1, -value.as_tuple().exponent
+        if digits_before > _NUMERIC_DIGITS_BEFORE or digits_after > _NUMERIC_DIGITS_AFTER:
+            return "a PostgreSQL numeric"
+    return None
 
 
 def parse_value(column: Column, text: str, *, parameter: str) -> Any:
@@ -69,10 +84,17 @@ def parse_value(column: Column, text: str, *, parameter: str) -> Any:
             parameter=parameter,
             value=text,
         ) from None
-    if column.type is ColumnType.INTEGER and not -_INT32 <= value < _INT32:
+    if column.type is ColumnType.TEXT and "\x00" in value:
+        # PostgreSQL text cannot hold a NUL character: the database would refuse the value
+        raise InvalidValue(
+            f"Parameter '{parameter}' has value {text!r}, which contains a NUL character.",
+            parameter=parameter,
+            value=text,
+        )
+    if (kind := _out_of_range(column, value)) is not None:
         raise InvalidValue(
             f"Parameter '{parameter}' has value '{text}', out of range for column "
-            f"'{column.name}' (a 32-bit integer).",
+            f"'{column.name}' ({kind}).",
             parameter=parameter,
             value=text,
         )
@@ -94,12 +116,24 @@ def sql_type(column: Column) -> str:
         ColumnType.TEXT: "text",
         ColumnType.INTEGER: "integer",
         ColumnType.BIGINT: "bigint",
-        ColumnType.MONEY: "numeric(14,2)",
+        ColumnType.MONEY: f"numeric({column.precision},2)",
         ColumnType.DECIMAL: f"numeric({column.precision},{column.scale})",
         ColumnType.DATE: "date",
         ColumnType.TIMESTAMP: "timestamptz",
         ColumnType.BOOLEAN: "boolean",
     }[column.type]
+
+
+def bind_type(column: Column, exact_numeric: str = "numeric") -> str:
+    """The SQL type a value compared with the column is bound as.
+
+    Numbers bind as an unconstrained exact type, not the column's numeric(p,s): a cast to the
+    column's scale would round the value (gt.12.345 would mean > 12.35), while PostgREST
+    compares exactly.
+    """
+    if column.type in (ColumnType.MONEY, ColumnType.DECIMAL):
+        return exact_numeric
+    return sql_type(column)
 
 
 def arrow_type(column: Column) -> pa.DataType:
@@ -108,7 +142,7 @@ def arrow_type(column: Column) -> pa.DataType:
         ColumnType.TEXT: pa.string(),
         ColumnType.INTEGER: pa.int32(),
         ColumnType.BIGINT: pa.int64(),
-        ColumnType.MONEY: pa.decimal128(14, 2),
+        ColumnType.MONEY: pa.decimal128(column.precision, 2),
         ColumnType.DECIMAL: pa.decimal128(column.precision, column.scale),
         ColumnType.DATE: pa.date32(),
         ColumnType.TIMESTAMP: pa.timestamp("us", tz="UTC"),

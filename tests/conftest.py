@@ -56,7 +56,9 @@ async def _client(name: str, url: str, settings: MeshSettings) -> AsyncIterator[
 
 
 @pytest.fixture(scope="session")
-async def sales(database_urls: dict[str, str], settings: MeshSettings) -> AsyncIterator[httpx.AsyncClient]:
+async def sales(
+    database_urls: dict[str, str], settings: MeshSettings
+) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the sales service."""
     async for client in _client("sales", database_urls["sales"], settings):
         yield client
@@ -69,5 +71,3 @@ async def marketing(
     """An HTTP client of the marketing service."""
     async for client in _client("marketing", database_urls["marketing"], settings):
         yield client
-
-

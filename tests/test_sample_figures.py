@@ -97,15 +97,7 @@ async def test_customers(sales: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        pytest.param(
-            "/sales/v1/products",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: the catalogue route GET /sales/v1/products (list of data products, "
-                "shared/api.py product_router) is registered before the Sales 'products' data "
-                "product and shadows it",
-            ),
-        ),
+        "/sales/v1/products",
         "/sales/products",  # the un-versioned alias of the current version
     ],
 )
@@ -270,8 +262,7 @@ async def _counts(client: httpx.AsyncClient, name: str) -> dict[str, int]:
     counts = {}
     for product in domain(name).products:
         if product.is_table:
-            # the un-versioned alias: /sales/v1/products is shadowed (see test_products)
-            counts[product.source] = len(await read_all(client, f"/{name}/{product.name}"))
+            counts[product.source] = len(await read_all(client, f"/{name}/v1/{product.name}"))
     return counts
 
 

@@ -9,7 +9,9 @@ from services import DOMAINS, domain
 
 
 @pytest.mark.parametrize("name", DOMAINS)
-def test_every_sortable_table_column_leads_an_index(name: str, database_urls: dict[str, str]) -> None:
+def test_every_sortable_table_column_leads_an_index(
+    name: str, database_urls: dict[str, str]
+) -> None:
     with psycopg.connect(database_urls[name]) as conn:
         indexed = {
             (table, column)

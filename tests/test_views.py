@@ -264,7 +264,7 @@ def declared_sql_type(product: Product, column_name: str) -> str:
         ColumnType.TEXT: "text",
         ColumnType.INTEGER: "integer",
         ColumnType.BIGINT: "bigint",
-        ColumnType.MONEY: "numeric(14,2)",
+        ColumnType.MONEY: f"numeric({column.precision},2)",
         ColumnType.DECIMAL: f"numeric({column.precision},{column.scale})",
         ColumnType.DATE: "date",
         ColumnType.TIMESTAMP: "timestamp with time zone",
@@ -277,15 +277,6 @@ def _contract_cases() -> list[Any]:
     for name in ("sales", "marketing"):
         for product in domain(name).products:
             marks = []
-            if (name, product.name) == ("marketing", "campaign-metrics"):
-                marks.append(
-                    pytest.mark.xfail(
-                        strict=True,
-                        reason="bug: cost_per_click is declared ColumnType.MONEY (numeric(14,2): "
-                        "shared/values.py sql_type/arrow_type ignore precision=10 for MONEY) but "
-                        "the migration makes it numeric(10,2)",
-                    )
-                )
             cases.append(pytest.param(name, product.name, marks=marks, id=f"{name}-{product.name}"))
     return cases
 

@@ -20,3 +20,4 @@ class FederationSettings(BaseSettings):
     )
     connect_timeout_seconds: float = Field(2.0, gt=0)
     read_timeout_seconds: float = Field(30.0, gt=0)
+    discovery_ttl_seconds: float = Field(60.0, ge=0)

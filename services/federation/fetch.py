@@ -1,0 +1,137 @@
+"""Reading the domains' published products, in Arrow, over one shared HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from services.federation.settings import FederationSettings
+from shared.errors import GatewayTimeout, ServiceUnavailable
+
+_ARROW = "application/vnd.apache.arrow.stream"
+
+
+@dataclass(frozen=True)
+class Input:
+    """One domain product a metric reads: only the columns and rows it needs."""
+
+    name: str
+    domain: str
+    product: str
+    columns: tuple[str, ...]
+    filters: tuple[tuple[str, str], ...] = ()
+    since_column: str | None = None
+    until_column: str | None = None
+    until_is_timestamp: bool = False
+
+    @property
+    def lineage(self) -> str:
+        """`domain/product`, as the metric catalogue names its inputs."""
+        return f"{self.domain}/{self.product}"
+
+
+class DomainRegistry:
+    """The domains the mesh federates: their base URLs and their published products."""
+
+    def __init__(self, settings: FederationSettings, client: httpx.AsyncClient):
+        self.settings = settings
+        self.client = client
+        self._paths: dict[str, tuple[float, dict[str, str]]] = {}
+
+    async def product_path(self, domain: str, product: str) -> str:
+        """The published path of a product, discovered from the domain's product list."""
+        cached = self._paths.get(domain)
+        if cached is None or time.monotonic() - cached[0] > self.settings.discovery_ttl_seconds:
+            entries = await self._get_json(domain, "product list", f"/{domain}/v1")
+            cached = (time.monotonic(), {e["name"]: e["path"] for e in entries})
+            self._paths[domain] = cached
+        path = cached[1].get(product)
+        if path is None:
+            raise ServiceUnavailable(
+                f"The {domain} domain does not publish the product '{product}' this metric reads.",
+                domain=domain,
+                product=product,
+            )
+        return path
+
+    async def fetch(self, source: Input, period: Period) -> pa.Table:
+        """The input's rows as an Arrow table, its filters and columns pushed to the domain."""
+        params: list[tuple[str, str]] = [("select", ",".join(source.columns)), *source.filters]
+        params.extend(_period_filters(source, period))
+        path = await self.product_path(source.domain, source.product)
+        response = await self._request(source.domain, source.product, path, params, _ARROW)
+        return pa.ipc.open_stream(response.content).read_all()
+
+    async def fetch_all(self, inputs: tuple[Input, ...], period: Period) -> dict[str, pa.Table]:
+        """Every input, concurrently; the first failure cancels the others and is raised."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = {i.name: group.create_task(self.fetch(i, period)) for i in inputs}
+        except ExceptionGroup as failures:
+            raise failures.exceptions[0] from None
+        return {name: task.result() for name, task in tasks.items()}
+
+    async def _get_json(self, domain: str, product: str, path: str) -> Any:
+        return (await self._request(domain, product, path, [], "application/json")).json()
+
+    async def _request(
+        self, domain: str, product: str, path: str, params: list[tuple[str, str]], accept: str
+    ) -> httpx.Response:
+        base = self.settings.domains.get(domain)
+        if base is None:
+            raise ServiceUnavailable(
+                f"No base URL is registered for the {domain} domain (MESH_DOMAINS).", domain=domain
+            )
+        try:
+            response = await self.client.get(base + path, params=params, headers={"Accept": accept})
+        except httpx.TimeoutException:
+            raise GatewayTimeout(
+                f"The {domain} domain did not answer for '{product}' within "
+                f"{self.settings.read_timeout_seconds:g}s.",
+                domain=domain,
+                product=product,
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(
+                f"The {domain} domain is unreachable for '{product}' ({type(exc).__name__}).",
+                headers={"Retry-After": "5"},
+                domain=domain,
+                product=product,
+            ) from None
+        if response.status_code != 200:
+            detail = response.text[:300]
+            raise ServiceUnavailable(
+                f"The {domain} domain answered {response.status_code} for '{product}': {detail}",
+                headers={"Retry-After": "5"},
+                domain=domain,
+                product=product,
+                upstream_status=response.status_code,
+            )
+        return response
+
+
+@dataclass(frozen=True)
+class Period:
+    """The days a metric is about: `since` and `until` inclusive, either open."""
+
+    since: dt.date | None = None
+    until: dt.date | None = None
+
+
+def _period_filters(source: Input, period: Period) -> list[tuple[str, str]]:
+    filters: list[tuple[str, str]] = []
+    if source.since_column and period.since:
+        filters.append((source.since_column, f"gte.{period.since.isoformat()}"))
+    if source.until_column and period.until:
+        if source.until_is_timestamp:  # a timestamp is within the day if before the next one
+            next_day = period.until + dt.timedelta(days=1)
+            filters.append((source.until_column, f"lt.{next_day.isoformat()}"))
+        else:
+            filters.append((source.until_column, f"lte.{period.until.isoformat()}"))
+    return filters
