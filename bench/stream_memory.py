@@ -66,7 +66,9 @@ def serve(url: str, port: int) -> None:
 
     from shared.app import create_domain_app
 
-    uvicorn.run(create_domain_app(BENCH, database_url=url), host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(
+        create_domain_app(BENCH, database_url=url), host="127.0.0.1", port=port, log_level="warning"
+    )
 
 
 def main() -> None:
@@ -100,14 +102,19 @@ def main() -> None:
             try:
                 wait_for_port(port, timeout=30)
                 print(f"rows: {args.rows:,}")
-                print(f"{'format':<8} {'bytes':>14} {'seconds':>8} {'RSS before':>11} {'peak during':>12}")
+                print(
+                    f"{'format':<8} {'bytes':>14} {'seconds':>8} {'RSS before':>11} {'peak during':>12}"
+                )
                 for fmt in ("ndjson", "csv", "arrow", "parquet"):
                     before = _rss_kib(child.pid)
                     Path(f"/proc/{child.pid}/clear_refs").write_text("5")  # reset the peak
                     started = time.perf_counter()
                     size = 0
                     with httpx.stream(
-                        "GET", f"http://127.0.0.1:{port}/bench/v1/events", params={"format": fmt}, timeout=600
+                        "GET",
+                        f"http://127.0.0.1:{port}/bench/v1/events",
+                        params={"format": fmt},
+                        timeout=600,
                     ) as response:
                         response.raise_for_status()
                         for chunk in response.iter_raw():

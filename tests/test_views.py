@@ -273,12 +273,11 @@ def declared_sql_type(product: Product, column_name: str) -> str:
 
 
 def _contract_cases() -> list[Any]:
-    cases = []
-    for name in ("sales", "marketing"):
-        for product in domain(name).products:
-            marks = []
-            cases.append(pytest.param(name, product.name, marks=marks, id=f"{name}-{product.name}"))
-    return cases
+    return [
+        pytest.param(name, product.name, id=f"{name}-{product.name}")
+        for name in ("sales", "marketing")
+        for product in domain(name).products
+    ]
 
 
 @pytest.mark.parametrize(("name", "product_name"), _contract_cases())

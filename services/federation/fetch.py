@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +82,12 @@ class DomainRegistry:
         return (await self._request(domain, product, path, [], "application/json")).json()
 
     async def _request(
-        self, domain: str, product: str, path: str, params: list[tuple[str, str]], accept: str
+        self,
+        domain: str,
+        product: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        accept: str,
     ) -> httpx.Response:
         base = self.settings.domains.get(domain)
         if base is None:
@@ -89,7 +95,9 @@ class DomainRegistry:
                 f"No base URL is registered for the {domain} domain (MESH_DOMAINS).", domain=domain
             )
         try:
-            response = await self.client.get(base + path, params=params, headers={"Accept": accept})
+            response = await self.client.get(
+                base + path, params=httpx.QueryParams(list(params)), headers={"Accept": accept}
+            )
         except httpx.TimeoutException:
             raise GatewayTimeout(
                 f"The {domain} domain did not answer for '{product}' within "
