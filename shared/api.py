@@ -14,7 +14,7 @@ from shared.db import Database
 from shared.errors import NotAcceptable, NotFound, UnknownParameter, UnknownProduct
 from shared.formats import MEDIA_TYPES, Format, RowSource, encode_json_array, negotiate
 from shared.products import Domain, Product
-from shared.query import OPERATORS, RESERVED, Filter, ReadQuery, parse_read
+from shared.query import OPERATORS, Filter, ReadQuery, parse_read
 from shared.reads import DatabaseRows
 from shared.settings import MeshSettings
 from shared.values import json_schema, parse_value
@@ -22,9 +22,9 @@ from shared.values import json_schema, parse_value
 _COUNT_MODES = ("exact", "planned", "estimated")
 
 
-def product_path(domain: Domain, product: Product) -> str:
-    """The versioned path of a product."""
-    return f"/{domain.name}/v{product.version}/{product.name}"
+def product_path(service: str, product: Product) -> str:
+    """The versioned path of a product of a service (a domain, or the mesh)."""
+    return f"/{service}/v{product.version}/{product.name}"
 
 
 def _prefer_count(request: Request) -> str | None:
@@ -249,13 +249,8 @@ def _responses(product: Product, *, many: bool) -> dict[int | str, dict[str, Any
     }
 
 
-def _describe(product: Product) -> str:
-    kind = "table" if product.is_table else "analytics view"
-    lines = [
-        product.description,
-        "",
-        f"Source: {kind} `{product.source}`; key: {', '.join(product.key)}.",
-    ]
+def _describe(product: Product, origin: str) -> str:
+    lines = [product.description, "", f"Source: {origin}; key: {', '.join(product.key)}."]
     if product.definition:
         lines += ["", f"Definition: {product.definition}"]
     lines += ["", "| column | type | classification | description |", "|---|---|---|---|"]
@@ -266,13 +261,13 @@ def _describe(product: Product) -> str:
     return "\n".join(lines)
 
 
-def catalogue_entry(domain: Domain, product: Product) -> dict[str, Any]:
-    """What the product list says of one product (the mesh discovers products from it)."""
+def catalogue_entry(service: str, product: Product) -> dict[str, Any]:
+    """What a product list says of one product (the mesh discovers products from it)."""
     return {
         "name": product.name,
-        "domain": domain.name,
+        "domain": service,
         "version": product.version,
-        "path": product_path(domain, product),
+        "path": product_path(service, product),
         "kind": "table" if product.is_table else "view",
         "description": product.description,
         "definition": product.definition or None,
@@ -302,7 +297,7 @@ def product_router(domain: Domain, reader: ProductReader) -> APIRouter:
 
     async def list_products(request: Request) -> JSONResponse:
         """The data products this domain publishes, with their columns."""
-        return JSONResponse([catalogue_entry(domain, p) for p in domain.products])
+        return JSONResponse([catalogue_entry(domain.name, p) for p in domain.products])
 
     router.add_api_route(
         f"{prefix}/v1",
@@ -334,22 +329,9 @@ def _add_product(
     async def read(request: Request) -> Response:
         return await reader.read(request, product)
 
-    path = product_path(domain, product)
+    add_read_routes(router, domain.name, product, read)
+    path = product_path(domain.name, product)
     title = product.name.replace("-", " ").capitalize()
-    for route, visible in ((path, True), (f"/{domain.name}/{product.name}", False)):
-        router.add_api_route(
-            route,
-            read,
-            methods=["GET"],
-            name=f"read_{product.source}" if visible else f"read_{product.source}_current",
-            summary=f"Read {title}",
-            description=_describe(product),
-            tags=[product.name],
-            openapi_extra={"parameters": _openapi_parameters(product)},
-            responses=_responses(product, many=True),
-            response_class=Response,
-            include_in_schema=visible,
-        )
     if product.is_table and len(product.key) == 1:
         key = product.key[0]
 
@@ -380,4 +362,34 @@ def _add_product(
         )
 
 
-__all__ = ["RESERVED", "ProductReader", "catalogue_entry", "product_path", "product_router"]
+def add_read_routes(
+    router: APIRouter,
+    service: str,
+    product: Product,
+    read: Handler,
+    *,
+    origin: str | None = None,
+    parameters: tuple[dict[str, Any], ...] = (),
+    notes: str = "",
+) -> None:
+    """A product's versioned read route and its un-versioned alias, documented from its
+    declaration (plus any service-specific origin, parameters and notes)."""
+    title = product.name.replace("-", " ").capitalize()
+    if origin is None:
+        origin = f"{'table' if product.is_table else 'analytics view'} `{product.source}`"
+    description = _describe(product, origin) + (f"\n\n{notes}" if notes else "")
+    current = f"/{service}/{product.name}"
+    for route, visible in ((product_path(service, product), True), (current, False)):
+        router.add_api_route(
+            route,
+            read,
+            methods=["GET"],
+            name=f"read_{product.name}" if visible else f"read_{product.name}_current",
+            summary=f"Read {title}",
+            description=description,
+            tags=[product.name],
+            openapi_extra={"parameters": [*_openapi_parameters(product), *parameters]},
+            responses=_responses(product, many=True),
+            response_class=Response,
+            include_in_schema=visible,
+        )

@@ -72,7 +72,7 @@ class EmbeddedPostgres:
             "start",
         )
         for database in databases:
-            self._ensure_database(database)
+            self.ensure_database(database)
 
     def stop(self) -> None:
         """Stop the server (fast shutdown); a server that is not running is left alone."""
@@ -102,7 +102,8 @@ class EmbeddedPostgres:
         finally:
             pwfile.unlink(missing_ok=True)
 
-    def _ensure_database(self, database: str) -> None:
+    def ensure_database(self, database: str) -> None:
+        """Create the database on this (running) server if it does not exist."""
         psql = [str(_bin("psql")), self.url("postgres"), "-tAc"]
         exists = subprocess.run(
             [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{database}'"],

@@ -71,7 +71,7 @@ class TableRows:
 
     def _run(self, statement: str, args: list[Any]) -> pa.Table:
         try:
-            return self.connection.execute(statement, args).to_arrow_table()
+            return self.connection.sql(statement, params=args or None).to_arrow_table()
         except duckdb.ConversionException as exc:
             raise InvalidValue(f"A filter value is out of range: {exc}") from None
 

@@ -6,40 +6,61 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from services import DOMAINS, domain, sample
+from services import DOMAINS, SampleRows, domain, sample
+from services.federation.app import create_app
+from services.federation.settings import FederationSettings
 from shared import migrations
 from shared.app import create_domain_app
 from shared.embedded import EmbeddedPostgres
 from shared.sample_data import load_if_empty
 from shared.settings import MeshSettings
+from tests.servers import served
 
 AS_OF = dt.date(2024, 10, 18)
 
 
 @pytest.fixture(scope="session")
-def database_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Each domain's migrated database with the sample data, on its own embedded server."""
+def postgres_servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, EmbeddedPostgres]]:
+    """One embedded PostgreSQL server per domain, as `datamesh up` runs them."""
     root: Path = tmp_path_factory.mktemp("postgres")
-    servers = [EmbeddedPostgres(root, name) for name in DOMAINS]
-    urls: dict[str, str] = {}
+    servers = {name: EmbeddedPostgres(root, name) for name in DOMAINS}
     try:
-        for server in servers:
-            database = domain(server.name).database
-            server.start((database,))
-            urls[server.name] = server.url(database)
-            migrations.upgrade(server.name, urls[server.name])
-            rows = sample(server.name)(AS_OF)
-            asyncio.run(load_if_empty(domain(server.name), urls[server.name], rows))
-        yield urls
+        for server in servers.values():
+            server.start()
+        yield servers
     finally:
-        for server in servers:
+        for server in servers.values():
             server.stop()
+
+
+def create_database(
+    servers: dict[str, EmbeddedPostgres], name: str, database: str, rows: SampleRows
+) -> str:
+    """A new database of the domain on its server, migrated and loaded with the rows; its URL."""
+    server = servers[name]
+    server.ensure_database(database)
+    url = server.url(database)
+    migrations.upgrade(name, url)
+    asyncio.run(load_if_empty(domain(name), url, rows))
+    return url
+
+
+@pytest.fixture(scope="session")
+def database_urls(postgres_servers: dict[str, EmbeddedPostgres]) -> dict[str, str]:
+    """Each domain's migrated database with the sample data as of AS_OF."""
+    return {
+        name: create_database(postgres_servers, name, domain(name).database, sample(name)(AS_OF))
+        for name in DOMAINS
+    }
 
 
 @pytest.fixture(scope="session")
@@ -70,4 +91,36 @@ async def marketing(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the marketing service."""
     async for client in _client("marketing", database_urls["marketing"], settings):
+        yield client
+
+
+@pytest.fixture(scope="session")
+def domain_urls(database_urls: dict[str, str], settings: MeshSettings) -> Iterator[dict[str, str]]:
+    """Both domain services on real HTTP ports (the mesh reads them over HTTP); base URLs."""
+    sales_app = create_domain_app(
+        domain("sales"), database_url=database_urls["sales"], settings=settings
+    )
+    marketing_app = create_domain_app(
+        domain("marketing"), database_url=database_urls["marketing"], settings=settings
+    )
+    with served(sales_app) as sales_url, served(marketing_app) as marketing_url:
+        yield {"sales": sales_url, "marketing": marketing_url}
+
+
+@asynccontextmanager
+async def mesh_client(
+    domains: dict[str, str], **timeouts: float
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of a mesh federating the given domain base URLs."""
+    app = create_app(FederationSettings.model_validate({"domains": domains, **timeouts}))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest.fixture(scope="session")
+async def mesh(domain_urls: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the mesh over the sample data."""
+    async with mesh_client(domain_urls) as client:
         yield client

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from operator import itemgetter
@@ -19,13 +17,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from postgrest import CountMethod, SyncPostgrestClient
 from psycopg import sql
 
 from services import domain
 from shared.app import create_domain_app
 from shared.query import parse_read
+from tests.servers import served
 
 Row = dict[str, Any]
 Tables = dict[str, list[Row]]
@@ -617,41 +615,11 @@ async def test_catalogue_lists_every_declared_product(sales: httpx.AsyncClient) 
 # --- A real PostgREST client ------------------------------------------------------------
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, telling when it has started."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()
-
-
 @pytest.fixture(scope="module")
 def sales_http(database_urls: dict[str, str]) -> Iterator[str]:
-    """The Sales service on a real HTTP port (uvicorn in a thread); its base URL."""
-    app = create_domain_app(SALES, database_url=database_urls["sales"])
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
-    server = _Server(
-        uvicorn.Config(
-            app, lifespan="on", loop="asyncio", http="h11", ws="none", log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        assert server.ready.wait(timeout=30), "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        listener.close()
-    assert not thread.is_alive()
+    """The Sales service on a real HTTP port; its base URL."""
+    with served(create_domain_app(SALES, database_url=database_urls["sales"])) as url:
+        yield url
 
 
 def test_postgrest_client_reads_our_products(sales_http: str, tables: Tables) -> None:

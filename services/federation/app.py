@@ -1,23 +1,87 @@
-"""The mesh service: health and readiness of the federation across the domains."""
+"""The mesh service: cross-domain metrics served as products, and the federation's health."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from services.federation.compute import compute
+from services.federation.fetch import DomainRegistry, Period
+from services.federation.metrics import METRICS, Metric
 from services.federation.settings import FederationSettings
+from shared.api import Handler, add_read_routes, catalogue_entry, parse_request, respond
 from shared.app import service_app
-from shared.errors import ServiceUnavailable
+from shared.errors import InvalidValue, ServiceUnavailable, UnknownProduct
+from shared.settings import MeshSettings
+from shared.tables import TableRows
+
+_PERIOD_PARAMETERS = (
+    {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "description": "First day of the period (ISO date, inclusive).",
+        "schema": {"type": "string", "format": "date"},
+    },
+    {
+        "name": "until",
+        "in": "query",
+        "required": False,
+        "description": "Last day of the period (ISO date, inclusive).",
+        "schema": {"type": "string", "format": "date"},
+    },
+)
 
 
-def create_app(settings: FederationSettings | None = None) -> FastAPI:
+def parse_period(params: list[tuple[str, str]]) -> tuple[Period, list[tuple[str, str]]]:
+    """`since`/`until` taken out of the query parameters, the rest left for the read grammar."""
+    dates: dict[str, dt.date] = {}
+    rest: list[tuple[str, str]] = []
+    for name, value in params:
+        if name not in ("since", "until"):
+            rest.append((name, value))
+            continue
+        if name in dates:
+            raise InvalidValue(f"Parameter '{name}' is given more than once.", parameter=name)
+        try:
+            dates[name] = dt.date.fromisoformat(value)
+        except ValueError:
+            raise InvalidValue(
+                f"Parameter '{name}' has value '{value}'; expected an ISO 8601 date (YYYY-MM-DD).",
+                parameter=name,
+                value=value,
+            ) from None
+    period = Period(dates.get("since"), dates.get("until"))
+    if period.since and period.until and period.since > period.until:
+        raise InvalidValue(
+            f"Parameter 'since' ({period.since}) is after 'until' ({period.until}).",
+            parameter="since",
+        )
+    return period, rest
+
+
+def metric_entry(metric: Metric) -> dict[str, Any]:
+    """A metric in the mesh catalogue: what it is, its columns and the products it reads."""
+    entry = catalogue_entry("mesh", metric.product)
+    entry["kind"] = "metric"
+    entry["period"] = metric.period
+    entry["inputs"] = sorted({i.lineage for i in metric.inputs})
+    return entry
+
+
+def create_app(
+    settings: FederationSettings | None = None, mesh_settings: MeshSettings | None = None
+) -> FastAPI:
     """The mesh app, federating the domains named in its settings."""
     settings = settings or FederationSettings()
+    mesh_settings = mesh_settings or MeshSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -25,30 +89,35 @@ def create_app(settings: FederationSettings | None = None) -> FastAPI:
             settings.read_timeout_seconds, connect=settings.connect_timeout_seconds
         )
         async with httpx.AsyncClient(timeout=timeout) as client:
-            app.state.client = client
+            app.state.registry = DomainRegistry(settings, client)
             yield
 
     app = service_app(
         "mesh",
         "DataMesh federation (the mesh)",
-        "Cross-domain metrics computed from the domains' published data products only.",
+        "Cross-domain metrics computed from the domains' published data products only (the "
+        "mesh never connects to a domain database). Each metric reads like a domain product: "
+        "PostgREST grammar, JSON/CSV/NDJSON/Arrow/Parquet, problem+json errors. A domain that "
+        "is down answers 503 naming it; one that is too slow, 504.",
         lifespan=lifespan,
     )
+
+    def registry() -> DomainRegistry:
+        current: DomainRegistry = app.state.registry
+        return current
 
     @app.get("/mesh/readyz", tags=["health"], summary="Readiness")
     async def readyz() -> JSONResponse:
         """Every registered domain answers its readiness check."""
-        client: httpx.AsyncClient = app.state.client
 
         async def probe(name: str, base: str) -> tuple[str, str]:
             try:
-                response = await client.get(f"{base}/{name}/readyz", timeout=2.0)
+                response = await registry().client.get(f"{base}/{name}/readyz", timeout=2.0)
             except httpx.HTTPError as exc:
                 return name, f"unreachable: {type(exc).__name__}"
-            return (
-                name,
-                "ready" if response.status_code == 200 else f"not ready ({response.status_code})",
-            )
+            if response.status_code != 200:
+                return name, f"not ready ({response.status_code})"
+            return name, "ready"
 
         states = dict(await asyncio.gather(*(probe(n, b) for n, b in settings.domains.items())))
         if any(state != "ready" for state in states.values()):
@@ -59,7 +128,47 @@ def create_app(settings: FederationSettings | None = None) -> FastAPI:
             )
         return JSONResponse({"ready": True, "domains": states})
 
+    router = APIRouter()
+
+    @router.get("/mesh/v1/metrics", tags=["catalogue"], summary="List metrics")
+    async def list_metrics() -> JSONResponse:
+        """The mesh's metrics: description, output columns and the domain products they read."""
+        return JSONResponse([metric_entry(m) for m in METRICS])
+
+    for metric in METRICS:
+        add_read_routes(
+            router,
+            "mesh",
+            metric.product,
+            _metric_handler(metric, registry, mesh_settings),
+            origin="computed by the mesh from "
+            + ", ".join(f"`{lineage}`" for lineage in sorted({i.lineage for i in metric.inputs})),
+            parameters=_PERIOD_PARAMETERS,
+            notes=f"Period: {metric.period}.",
+        )
+    known = ", ".join(m.name for m in METRICS)
+
+    async def unknown_metric(name: str) -> Response:
+        raise UnknownProduct(f"Unknown metric '{name}' in the mesh; known: {known}.", product=name)
+
+    router.add_api_route(
+        "/mesh/v1/{name}", unknown_metric, methods=["GET"], include_in_schema=False
+    )
+    app.include_router(router)
     return app
+
+
+def _metric_handler(
+    metric: Metric, registry: Callable[[], DomainRegistry], settings: MeshSettings
+) -> Handler:
+    async def read(request: Request) -> Response:
+        period, params = parse_period(request.query_params.multi_items())
+        read = parse_request(request, metric.product, settings, params=params)
+        inputs = await registry().fetch_all(metric.inputs, period)
+        table = await asyncio.to_thread(compute, metric, inputs, period)
+        return await respond(request, read, TableRows(table, metric.product.columns), settings)
+
+    return read
 
 
 app = create_app()

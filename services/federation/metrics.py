@@ -62,7 +62,16 @@ _CONVERTED_LEADS = Input(
     "leads",
     "marketing",
     "leads",
-    ("lead_id", "email", "company", "lead_source", "campaign_id", "created_at", "converted_at"),
+    (
+        "lead_id",
+        "email",
+        "company",
+        "lead_source",
+        "campaign_id",
+        "status",
+        "created_at",
+        "converted_at",
+    ),
     filters=(("status", "eq.Converted"),),
 )
 _LEADS = Input(
