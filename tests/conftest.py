@@ -1,5 +1,6 @@
-"""Fixtures: one real PostgreSQL server per domain (embedded), migrated with Alembic and
-loaded with the sample data as of 2024-10-18; the apps are called over ASGI with httpx."""
+"""Fixtures: one real PostgreSQL server per domain (embedded unless DATAMESH_TEST_POSTGRES says
+otherwise), migrated with Alembic and loaded with the sample data as of 2024-10-18; the apps are
+called over ASGI with httpx, or over real HTTP where a test needs it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,9 +18,9 @@ from services.federation.app import create_app
 from services.federation.settings import FederationSettings
 from shared import migrations
 from shared.app import create_domain_app
-from shared.embedded import EmbeddedPostgres
 from shared.sample_data import load_if_empty
 from shared.settings import MeshSettings
+from tests.postgres import PostgresServer, postgres_per_domain
 from tests.servers import served
 
 AS_OF = dt.date(2024, 10, 18)
@@ -29,21 +29,14 @@ AS_OF = dt.date(2024, 10, 18)
 @pytest.fixture(scope="session")
 def postgres_servers(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[str, EmbeddedPostgres]]:
-    """One embedded PostgreSQL server per domain, as `datamesh up` runs them."""
-    root: Path = tmp_path_factory.mktemp("postgres")
-    servers = {name: EmbeddedPostgres(root, name) for name in DOMAINS}
-    try:
-        for server in servers.values():
-            server.start()
+) -> Iterator[dict[str, PostgresServer]]:
+    """One PostgreSQL server per domain (embedded by default; see tests/postgres.py)."""
+    with postgres_per_domain(tmp_path_factory.mktemp("postgres")) as servers:
         yield servers
-    finally:
-        for server in servers.values():
-            server.stop()
 
 
 def create_database(
-    servers: dict[str, EmbeddedPostgres], name: str, database: str, rows: SampleRows
+    servers: dict[str, PostgresServer], name: str, database: str, rows: SampleRows
 ) -> str:
     """A new database of the domain on its server, migrated and loaded with the rows; its URL."""
     server = servers[name]
@@ -55,7 +48,7 @@ def create_database(
 
 
 @pytest.fixture(scope="session")
-def database_urls(postgres_servers: dict[str, EmbeddedPostgres]) -> dict[str, str]:
+def database_urls(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
     """Each domain's migrated database with the sample data as of AS_OF."""
     return {
         name: create_database(postgres_servers, name, domain(name).database, sample(name)(AS_OF))
