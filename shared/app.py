@@ -78,5 +78,7 @@ def create_domain_app(
             )
         return JSONResponse(state)
 
+    # fixed paths (metadata, quality, contracts) go before the products: the product router
+    # ends with a catch-all that answers unknown products
     app.include_router(product_router(domain, ProductReader(domain, database, settings)))
     return app

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from shared.checks import Check
 
 
 class ColumnType(StrEnum):
@@ -56,6 +59,8 @@ class Product:
     is_table: bool = True
     version: int = 1
     definition: str = ""
+    checks: tuple[Check, ...] = ()
+    freshness: dt.timedelta | None = None  # SLA: the newest row is at most this old
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -64,6 +69,9 @@ class Product:
         missing = [k for k in self.key if k not in names]
         if missing:
             raise ValueError(f"Product '{self.name}' key names undeclared columns: {missing}")
+        checks = [c.name for c in self.checks]
+        if len(set(checks)) != len(checks):
+            raise ValueError(f"Product '{self.name}' declares a check twice: {checks}")
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -80,6 +88,19 @@ class Product:
 
 
 @dataclass(frozen=True)
+class ServiceLevels:
+    """What a domain promises about its products' service (the contract's SLA)."""
+
+    availability_pct: float = 99.5
+    retention: dt.timedelta = dt.timedelta(days=3 * 365)
+    latency: dt.timedelta = dt.timedelta(seconds=1)  # a committed write is readable after
+
+
+# names a product may not take: they are routes of every domain
+RESERVED_PRODUCT_NAMES = frozenset({"metadata", "quality", "contracts"})
+
+
+@dataclass(frozen=True)
 class Domain:
     """A business domain: its identity, its owner and the products it publishes."""
 
@@ -91,6 +112,15 @@ class Domain:
     data_classification: str
     database: str
     products: tuple[Product, ...] = field(default_factory=tuple)
+    service_levels: ServiceLevels = field(default_factory=ServiceLevels)
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.products]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Domain '{self.name}' declares a product twice: {names}")
+        reserved = sorted(RESERVED_PRODUCT_NAMES.intersection(names))
+        if reserved:
+            raise ValueError(f"Domain '{self.name}': product names {reserved} are reserved")
 
     def product(self, name: str) -> Product | None:
         """The product published under that kebab-case name, or None."""
