@@ -1,4 +1,4 @@
-"""The `datamesh` command: start the whole mesh, migrate, load sample data."""
+"""The `datamesh` command: start the whole mesh, migrate, load sample data, check quality."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ import typer
 
 from services import DOMAINS, domain, sample
 from shared import migrations
+from shared.db import connect
 from shared.embedded import EmbeddedPostgres
+from shared.products import Domain
+from shared.quality import Outcome, QualityRun, run_quality
 from shared.sample_data import load_if_empty
 from shared.settings import MeshSettings, database_url_for
 
@@ -62,10 +66,10 @@ def _as_of(value: str | None) -> dt.date:
         ) from None
 
 
-def _start_databases(data_dir: Path) -> list[DomainDatabase]:
+def _start_databases(data_dir: Path, names: tuple[str, ...] = DOMAINS) -> list[DomainDatabase]:
     started: list[DomainDatabase] = []
     try:
-        for name in DOMAINS:
+        for name in names:
             url = database_url_for(name)
             if url:
                 started.append(DomainDatabase(name, url, None))
@@ -225,6 +229,118 @@ def load_sample(data_dir: DataDir = None, as_of: AsOf = None) -> None:
         _prepare(databases, _as_of(as_of))
     finally:
         _stop_databases(databases)
+
+
+async def _run_quality(checked: Domain, url: str) -> QualityRun:
+    conn = await connect(url)
+    try:
+        return await run_quality(conn, checked, trigger="cli")
+    finally:
+        await conn.close()
+
+
+def _print_run(name: str, run: QualityRun) -> None:
+    tally = run.tally
+    typer.echo(
+        f"\n{name}: score {tally.score} ({tally.checks} checks: {tally.passed} passed, "
+        f"{tally.failed} failed, {tally.warned} warned, {tally.errored} errors; run {run.run_id})"
+    )
+    rows = [
+        (
+            r.product,
+            r.check_name,
+            str(r.severity),
+            str(r.outcome).upper(),
+            "" if r.measured_value is None else format(r.measured_value, "f"),
+            r.threshold,
+        )
+        for r in run.results
+    ]
+    header = ("product", "check", "severity", "outcome", "measured", "threshold")
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        typer.echo(("  " + "  ".join(cells)).rstrip())
+
+
+def junit_report(runs: dict[str, QualityRun]) -> ET.ElementTree:
+    """JUnit XML of quality runs: a testsuite per domain, a testcase per check. A failed check
+    is a <failure>, a check that could not run an <error>; a warning passes, its finding in
+    <system-out>."""
+    suites = ET.Element("testsuites", name="datamesh quality")
+    totals = {"tests": 0, "failures": 0, "errors": 0}
+    for name, run in runs.items():
+        tally = run.tally
+        counts = {"tests": tally.checks, "failures": tally.failed, "errors": tally.errored}
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            {
+                "name": name,
+                **{k: str(v) for k, v in counts.items()},
+                "skipped": "0",
+                "timestamp": run.started_at.isoformat(),
+                "time": f"{(run.finished_at - run.started_at).total_seconds():.3f}",
+            },
+        )
+        properties = ET.SubElement(suite, "properties")
+        for key, value in (("run_id", run.run_id), ("score", tally.score)):
+            ET.SubElement(properties, "property", name=key, value=str(value))
+        for result in run.results:
+            case = ET.SubElement(
+                suite, "testcase", classname=f"{name}.{result.product}", name=result.check_name
+            )
+            detail = f"{result.message}\nsample rows: {result.sample_rows}"
+            if result.outcome is Outcome.FAIL:
+                failure = ET.SubElement(case, "failure", message=result.message, type=result.kind)
+                failure.text = detail
+            elif result.outcome is Outcome.ERROR:
+                error = ET.SubElement(case, "error", message=result.message, type=result.kind)
+                error.text = result.message
+            elif result.outcome is Outcome.WARN:
+                ET.SubElement(case, "system-out").text = f"WARNING: {detail}"
+        for key in totals:
+            totals[key] += counts[key]
+    suites.attrib.update({k: str(v) for k, v in totals.items()})
+    tree = ET.ElementTree(suites)
+    ET.indent(tree)
+    return tree
+
+
+@cli.command()
+def quality(
+    only: Annotated[
+        str | None,
+        typer.Option("--domain", help=f"Check one domain: {', '.join(DOMAINS)} (default: all)."),
+    ] = None,
+    junit: Annotated[
+        Path | None, typer.Option(help="Also write the results as JUnit XML to this file.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Migrate, run every quality check and print the results; exit 1 if a check failed or
+    could not run (warnings pass)."""
+    if only is not None and only not in DOMAINS:
+        raise typer.BadParameter(
+            f"'{only}' is not a domain; known: {', '.join(DOMAINS)}", param_hint="--domain"
+        )
+    names = DOMAINS if only is None else (only,)
+    databases = _start_databases((data_dir or MeshSettings().data_dir).resolve(), names)
+    runs: dict[str, QualityRun] = {}
+    try:
+        for database in databases:
+            migrations.upgrade(database.name, database.url)
+            runs[database.name] = asyncio.run(_run_quality(domain(database.name), database.url))
+    finally:
+        _stop_databases(databases)
+    for name, run in runs.items():
+        _print_run(name, run)
+    if junit:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit_report(runs).write(junit, encoding="utf-8", xml_declaration=True)
+        typer.echo(f"\nJUnit XML written to {junit}")
+    if any(run.tally.failed or run.tally.errored for run in runs.values()):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -43,14 +44,15 @@ def _next_link(request: Request, cursor: str) -> str:
     return f'<{request.url.replace(query=urlencode(params))}>; rel="next"'
 
 
-async def _primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _primed(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
     """Start a stream before the response does, so an early failure is still a problem+json."""
     first = await anext(chunks, b"")
 
-    async def _rest() -> AsyncIterator[bytes]:
-        yield first
-        async for chunk in chunks:
-            yield chunk
+    async def _rest() -> AsyncGenerator[bytes, None]:
+        async with aclosing(chunks):
+            yield first
+            async for chunk in chunks:
+                yield chunk
 
     return _rest()
 

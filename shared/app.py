@@ -9,9 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from shared.api import ProductReader, product_router
+from shared.contracts import contract_router
 from shared.db import Database
 from shared.errors import ServiceUnavailable, install_problem_handlers
+from shared.metadata import metadata_router
 from shared.products import Domain
+from shared.quality import latest_scores
+from shared.quality_api import quality_router, quality_schedule
 from shared.settings import MeshSettings, database_url_for
 
 
@@ -52,7 +56,10 @@ def create_domain_app(
             )
         app.state.database = Database(domain.name, url, settings)
         try:
-            yield
+            async with quality_schedule(
+                domain, app.state.database, settings.quality_interval_seconds
+            ):
+                yield
         finally:
             await app.state.database.dispose()
 
@@ -80,5 +87,8 @@ def create_domain_app(
 
     # fixed paths (metadata, quality, contracts) go before the products: the product router
     # ends with a catch-all that answers unknown products
+    app.include_router(contract_router(domain))
+    app.include_router(quality_router(domain, database))
+    app.include_router(metadata_router(domain, database, latest_scores))
     app.include_router(product_router(domain, ProductReader(domain, database, settings)))
     return app

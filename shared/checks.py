@@ -45,6 +45,11 @@ class Check:
         """A name unique within the product, stable across runs."""
         raise NotImplementedError
 
+    @property
+    def checked_columns(self) -> tuple[str, ...]:
+        """The product's columns the check reads (shown in sample failing rows unless PII)."""
+        return ()
+
 
 @dataclass(frozen=True, kw_only=True)
 class NotNull(Check):
@@ -55,6 +60,10 @@ class NotNull(Check):
     @property
     def name(self) -> str:
         return f"not_null:{self.column}"
+
+    @property
+    def checked_columns(self) -> tuple[str, ...]:
+        return (self.column,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +76,10 @@ class Unique(Check):
     def name(self) -> str:
         return f"unique:{','.join(self.columns)}"
 
+    @property
+    def checked_columns(self) -> tuple[str, ...]:
+        return self.columns
+
 
 @dataclass(frozen=True, kw_only=True)
 class AcceptedValues(Check):
@@ -78,6 +91,10 @@ class AcceptedValues(Check):
     @property
     def name(self) -> str:
         return f"accepted_values:{self.column}"
+
+    @property
+    def checked_columns(self) -> tuple[str, ...]:
+        return (self.column,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +111,10 @@ class Range(Check):
     def name(self) -> str:
         return f"range:{self.column}"
 
+    @property
+    def checked_columns(self) -> tuple[str, ...]:
+        return (self.column,)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Pattern(Check):
@@ -108,6 +129,10 @@ class Pattern(Check):
     @property
     def name(self) -> str:
         return f"{self.label}:{self.column}"
+
+    @property
+    def checked_columns(self) -> tuple[str, ...]:
+        return (self.column,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,6 +149,10 @@ class References(Check):
     def name(self) -> str:
         return f"references:{','.join(self.columns)}->{self.target_table}"
 
+    @property
+    def checked_columns(self) -> tuple[str, ...]:
+        return self.columns
+
 
 @dataclass(frozen=True, kw_only=True)
 class Freshness(Check):
@@ -137,6 +166,10 @@ class Freshness(Check):
     @property
     def name(self) -> str:
         return f"freshness:{self.column}"
+
+    @property
+    def checked_columns(self) -> tuple[str, ...]:
+        return (self.column,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,12 +191,17 @@ class Consistency(Check):
 
     rule: str
     violations: str
+    columns: tuple[str, ...] = ()  # the columns the rule reads, shown in sample failing rows
     kind: ClassVar[str] = "consistency"
     dimension: ClassVar[Dimension] = Dimension.CONSISTENCY
 
     @property
     def name(self) -> str:
         return f"consistency:{self.rule}"
+
+    @property
+    def checked_columns(self) -> tuple[str, ...]:
+        return self.columns
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,3 +218,16 @@ class Outliers(Check):
     @property
     def name(self) -> str:
         return f"outliers:{self.column}"
+
+    @property
+    def checked_columns(self) -> tuple[str, ...]:
+        return (self.column,)
+
+
+def not_null(*columns: str, severity: Severity = Severity.MAJOR) -> tuple[NotNull, ...]:
+    """A NotNull check for each of the columns."""
+    return tuple(NotNull(column=c, severity=severity) for c in columns)
+
+
+# an email address's shape: something, one @, a domain with a dot (the schemas' CHECK too)
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"

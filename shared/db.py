@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -46,7 +47,14 @@ class Database:
                 raw = await conn.get_raw_connection()
                 driver = raw.driver_connection
                 assert driver is not None
-                yield driver
+                try:
+                    yield driver
+                finally:
+                    if driver.is_in_transaction():
+                        # a stream cancelled mid-read (its client went away) could not end its
+                        # cursor's transaction: close that connection rather than pool it
+                        with anyio.CancelScope(shield=True):
+                            await conn.invalidate()
         except (
             PoolTimeout,
             OSError,
@@ -85,3 +93,9 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """One connection outside any pool (the CLI, scripts), in UTC like the pooled ones."""
+    plain = asyncpg_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
+    return await asyncpg.connect(plain, server_settings={"timezone": "UTC"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -113,7 +113,7 @@ class RowSource(Protocol):
 
     async def count(self, query: ReadQuery, count_mode: str) -> int: ...
 
-    def stream(self, query: ReadQuery, fmt: Format) -> AsyncIterator[bytes]: ...
+    def stream(self, query: ReadQuery, fmt: Format) -> AsyncGenerator[bytes, None]: ...
 
 
 class _Chunks:
@@ -169,7 +169,7 @@ def record_batch(
 
 async def encode_arrow(
     columns: Sequence[Column], batches: AsyncIterator[Sequence[Any]]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """An Arrow IPC stream, one record batch per database batch."""
     schema = arrow_schema(columns)
     sink = _Chunks()
@@ -183,7 +183,7 @@ async def encode_arrow(
 
 async def encode_parquet(
     columns: Sequence[Column], batches: AsyncIterator[Sequence[Any]]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """A Parquet file, one row group per database batch, written as it is read."""
     schema = arrow_schema(columns)
     sink = _Chunks()
@@ -194,7 +194,7 @@ async def encode_parquet(
     yield sink.take()
 
 
-async def encode_ndjson(lines: AsyncIterator[Sequence[str]]) -> AsyncIterator[bytes]:
+async def encode_ndjson(lines: AsyncIterator[Sequence[str]]) -> AsyncGenerator[bytes, None]:
     """Newline-delimited JSON from rows already rendered as JSON text by PostgreSQL."""
     async for batch in lines:
         yield ("\n".join(batch) + "\n").encode()

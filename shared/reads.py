@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import asyncpg
@@ -59,7 +60,7 @@ async def page_as_json(
 
 async def json_batches(
     conn: asyncpg.Connection, query: ReadQuery, batch_rows: int
-) -> AsyncIterator[list[str]]:
+) -> AsyncGenerator[list[str], None]:
     """Every row as JSON text, in batches, through a server-side cursor."""
     statement, args = _select(query, _json_row(query.columns), limit=query.limit)
     async with conn.transaction(readonly=True):
@@ -70,7 +71,7 @@ async def json_batches(
 
 async def row_batches(
     conn: asyncpg.Connection, query: ReadQuery, batch_rows: int
-) -> AsyncIterator[list[asyncpg.Record]]:
+) -> AsyncGenerator[list[asyncpg.Record], None]:
     """Every row as typed values, in batches, through a server-side cursor."""
     outputs = ", ".join(quote_ident(c.name) for c in query.columns)
     statement, args = _select(query, outputs, limit=query.limit)
@@ -80,7 +81,7 @@ async def row_batches(
             yield rows
 
 
-async def csv_chunks(conn: asyncpg.Connection, query: ReadQuery) -> AsyncIterator[bytes]:
+async def csv_chunks(conn: asyncpg.Connection, query: ReadQuery) -> AsyncGenerator[bytes, None]:
     """The rows as CSV with a header line, straight from PostgreSQL's COPY."""
     outputs = ", ".join(_text_column(c) for c in query.columns)
     statement, args = _select(query, outputs, limit=query.limit)
@@ -157,17 +158,28 @@ class DatabaseRows:
         async with self.database.connection() as conn:
             return await count(conn, query, count_mode, self.settings.max_page_size)
 
-    async def stream(self, query: ReadQuery, fmt: Format) -> AsyncIterator[bytes]:
+    async def stream(self, query: ReadQuery, fmt: Format) -> AsyncGenerator[bytes, None]:
         """Every matching row in a streaming format, read in batches."""
         batch = self.settings.stream_batch_rows
+        # every generator is closed explicitly, innermost last, so that a client that goes
+        # away ends the cursor's transaction before the connection returns to the pool
         async with self.database.connection() as conn:
             if fmt is Format.CSV:
-                async for chunk in csv_chunks(conn, query):
-                    yield chunk
+                async with aclosing(csv_chunks(conn, query)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
             elif fmt is Format.NDJSON:
-                async for chunk in encode_ndjson(json_batches(conn, query, batch)):
-                    yield chunk
+                async with (
+                    aclosing(json_batches(conn, query, batch)) as lines,
+                    aclosing(encode_ndjson(lines)) as chunks,
+                ):
+                    async for chunk in chunks:
+                        yield chunk
             else:
                 encode = encode_arrow if fmt is Format.ARROW else encode_parquet
-                async for chunk in encode(query.columns, row_batches(conn, query, batch)):
-                    yield chunk
+                async with (
+                    aclosing(row_batches(conn, query, batch)) as rows,
+                    aclosing(encode(query.columns, rows)) as chunks,
+                ):
+                    async for chunk in chunks:
+                        yield chunk

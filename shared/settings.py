@@ -20,6 +20,7 @@ class MeshSettings(BaseSettings):
     pool_size: int = Field(10, ge=1)
     pool_timeout_seconds: float = Field(5.0, gt=0)
     statement_timeout_ms: int = Field(30_000, ge=0)
+    quality_interval_seconds: float = Field(0.0, ge=0)  # scheduled quality runs; 0: off
 
 
 class DatabaseSettings(BaseSettings):

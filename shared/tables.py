@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -116,7 +116,7 @@ class TableRows:
         """The number of matching rows (always exact: the table is in memory)."""
         return self._count(query, before_cursor=False)
 
-    async def stream(self, query: ReadQuery, fmt: Format) -> AsyncIterator[bytes]:
+    async def stream(self, query: ReadQuery, fmt: Format) -> AsyncGenerator[bytes, None]:
         """Every matching row in a streaming format."""
         names = ", ".join(quote_ident(c.name) for c in query.columns)
         table = self._select(query, names, limit=query.limit)
@@ -133,7 +133,7 @@ class TableRows:
                 yield chunk
 
 
-async def _batches(table: pa.Table) -> AsyncIterator[list[tuple[Any, ...]]]:
+async def _batches(table: pa.Table) -> AsyncGenerator[list[tuple[Any, ...]], None]:
     rows = [tuple(r.values()) for r in table.to_pylist()]
     if rows:
         yield rows

@@ -6,17 +6,17 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from services.federation.catalog import catalog, metric_entry, quality_overview
 from services.federation.compute import compute
 from services.federation.fetch import DomainRegistry, Period
 from services.federation.metrics import METRICS, Metric
 from services.federation.settings import FederationSettings
-from shared.api import Handler, add_read_routes, catalogue_entry, parse_request, respond
+from shared.api import Handler, add_read_routes, parse_request, respond
 from shared.app import service_app
 from shared.errors import InvalidValue, ServiceUnavailable, UnknownProduct
 from shared.settings import MeshSettings
@@ -65,15 +65,6 @@ def parse_period(params: list[tuple[str, str]]) -> tuple[Period, list[tuple[str,
             parameter="since",
         )
     return period, rest
-
-
-def metric_entry(metric: Metric) -> dict[str, Any]:
-    """A metric in the mesh catalogue: what it is, its columns and the products it reads."""
-    entry = catalogue_entry("mesh", metric.product)
-    entry["kind"] = "metric"
-    entry["period"] = metric.period
-    entry["inputs"] = sorted({i.lineage for i in metric.inputs})
-    return entry
 
 
 def create_app(
@@ -129,6 +120,18 @@ def create_app(
         return JSONResponse({"ready": True, "domains": states})
 
     router = APIRouter()
+
+    @router.get("/mesh/v1/catalog", tags=["catalogue"], summary="The mesh catalog")
+    async def read_catalog(q: str | None = None) -> JSONResponse:
+        """Every domain's products with owner, classification, row count, freshness, quality
+        score and contract link, and every metric with its inputs; `q` searches names,
+        descriptions and columns."""
+        return JSONResponse(await catalog(registry(), q))
+
+    @router.get("/mesh/v1/quality", tags=["catalogue"], summary="Quality overview")
+    async def read_quality() -> JSONResponse:
+        """The latest quality run of every domain."""
+        return JSONResponse(await quality_overview(registry()))
 
     @router.get("/mesh/v1/metrics", tags=["catalogue"], summary="List metrics")
     async def list_metrics() -> JSONResponse:

@@ -49,7 +49,7 @@ class DomainRegistry:
         """The published path of a product, discovered from the domain's product list."""
         cached = self._paths.get(domain)
         if cached is None or time.monotonic() - cached[0] > self.settings.discovery_ttl_seconds:
-            entries = await self._get_json(domain, "product list", f"/{domain}/v1")
+            entries = await self.get_json(domain, "product list", f"/{domain}/v1")
             cached = (time.monotonic(), {e["name"]: e["path"] for e in entries})
             self._paths[domain] = cached
         path = cached[1].get(product)
@@ -78,8 +78,9 @@ class DomainRegistry:
             raise failures.exceptions[0] from None
         return {name: task.result() for name, task in tasks.items()}
 
-    async def _get_json(self, domain: str, product: str, path: str) -> Any:
-        return (await self._request(domain, product, path, [], "application/json")).json()
+    async def get_json(self, domain: str, what: str, path: str) -> Any:
+        """A JSON document a domain serves (problems name the domain and `what`)."""
+        return (await self._request(domain, what, path, [], "application/json")).json()
 
     async def _request(
         self,

@@ -7,10 +7,34 @@ sortable on every column.
 
 from __future__ import annotations
 
+import datetime as dt
+
+from shared.checks import (
+    EMAIL_PATTERN,
+    AcceptedValues,
+    Consistency,
+    Freshness,
+    NotNull,
+    Pattern,
+    Range,
+    References,
+    RowCount,
+    Severity,
+    Unique,
+    not_null,
+)
 from shared.products import Classification, Column, ColumnType, Domain, Product
 
 _PII = Classification.PII
 _CONFIDENTIAL = Classification.CONFIDENTIAL
+_CRITICAL = Severity.CRITICAL
+_MINOR = Severity.MINOR
+
+# Freshness SLAs: how old the newest row may be. Metrics and traffic are loaded daily, so
+# yesterday's day must be there (a day's date counts from its midnight UTC: at most 2 days);
+# leads arrive every few days (the sample's newest is 6 days before as-of), so two weeks.
+DAILY_FRESHNESS = dt.timedelta(days=2)
+LEADS_FRESHNESS = dt.timedelta(days=14)
 
 CAMPAIGN_PERFORMANCE_DEFINITION = (
     "campaign_performance: one row per campaign, every campaign (campaigns LEFT JOIN leads). "
@@ -104,6 +128,39 @@ CAMPAIGNS = Product(
             sortable=False,
         ),
     ),
+    checks=(
+        *not_null("campaign_id", severity=_CRITICAL),
+        *not_null(
+            "campaign_name",
+            "campaign_type",
+            "channel",
+            "start_date",
+            "end_date",
+            "budget",
+            "spent",
+            "status",
+        ),
+        Unique(columns=("campaign_id",), severity=_CRITICAL),
+        AcceptedValues(column="status", values=("Active", "Completed", "Paused", "Draft")),
+        AcceptedValues(
+            column="channel",
+            values=("LinkedIn", "Google Ads", "Email", "Webinar", "Events"),
+            severity=_MINOR,
+        ),
+        Range(column="budget", minimum=0),
+        Range(column="spent", minimum=0),
+        Consistency(
+            rule="spent_within_budget",
+            violations="t.spent > t.budget",
+            columns=("budget", "spent"),
+        ),
+        Consistency(
+            rule="ends_after_start",
+            violations="t.end_date < t.start_date",
+            columns=("start_date", "end_date"),
+        ),
+        RowCount(minimum=1, maximum=10_000),
+    ),
 )
 
 LEADS = Product(
@@ -195,6 +252,52 @@ LEADS = Product(
             sortable=False,
         ),
     ),
+    checks=(
+        *not_null("lead_id", severity=_CRITICAL),
+        *not_null(
+            "first_name",
+            "last_name",
+            "email",
+            "lead_source",
+            "lead_score",
+            "status",
+            "campaign_id",
+            "created_at",
+        ),
+        Unique(columns=("lead_id",), severity=_CRITICAL),
+        Unique(columns=("email",)),
+        Pattern(column="email", regex=EMAIL_PATTERN, label="email"),
+        AcceptedValues(
+            column="status", values=("New", "Nurturing", "Qualified", "Converted", "Lost")
+        ),
+        AcceptedValues(
+            column="lead_source",
+            values=("LinkedIn", "Google Ads", "Email", "Webinar", "Event"),
+            severity=_MINOR,
+        ),
+        Range(column="lead_score", minimum=0, maximum=100),
+        References(
+            columns=("campaign_id",),
+            target_table="campaigns",
+            target_columns=("campaign_id",),
+            severity=_CRITICAL,
+        ),
+        Consistency(
+            rule="converted_at_when_converted",
+            description="converted_at is set exactly when the status is Converted.",
+            violations="(t.status = 'Converted') <> (t.converted_at IS NOT NULL)",
+            columns=("status", "converted_at"),
+        ),
+        Consistency(
+            rule="converted_after_created",
+            violations="t.converted_at < t.created_at",
+            columns=("created_at", "converted_at"),
+            severity=_MINOR,
+        ),
+        Freshness(column="created_at", max_age=LEADS_FRESHNESS),
+        RowCount(minimum=1, maximum=10_000_000),
+    ),
+    freshness=LEADS_FRESHNESS,
 )
 
 CAMPAIGN_METRICS = Product(
@@ -260,6 +363,41 @@ CAMPAIGN_METRICS = Product(
             precision=7,
         ),
     ),
+    checks=(
+        *not_null("metric_id", severity=_CRITICAL),
+        *not_null("campaign_id", "metric_date", "impressions", "clicks", "conversions"),
+        Unique(columns=("metric_id",), severity=_CRITICAL),
+        Unique(columns=("campaign_id", "metric_date")),
+        Range(column="impressions", minimum=0),
+        Range(column="clicks", minimum=0),
+        Range(column="conversions", minimum=0),
+        Range(column="cost_per_click", minimum=0),
+        Range(column="conversion_rate", minimum=0, maximum=100),
+        References(
+            columns=("campaign_id",),
+            target_table="campaigns",
+            target_columns=("campaign_id",),
+            severity=_CRITICAL,
+        ),
+        Consistency(
+            rule="funnel_narrows",
+            description="clicks <= impressions and conversions <= clicks.",
+            violations="t.clicks > t.impressions OR t.conversions > t.clicks",
+            columns=("impressions", "clicks", "conversions"),
+        ),
+        Consistency(
+            rule="within_campaign_dates",
+            violations=(
+                "NOT EXISTS (SELECT 1 FROM campaigns AS c WHERE c.campaign_id = t.campaign_id "
+                "AND t.metric_date BETWEEN c.start_date AND c.end_date)"
+            ),
+            columns=("campaign_id", "metric_date"),
+            severity=_MINOR,
+        ),
+        Freshness(column="metric_date", max_age=DAILY_FRESHNESS),
+        RowCount(minimum=1, maximum=10_000_000),
+    ),
+    freshness=DAILY_FRESHNESS,
 )
 
 WEBSITE_TRAFFIC = Product(
@@ -318,6 +456,34 @@ WEBSITE_TRAFFIC = Product(
             precision=8,
         ),
     ),
+    checks=(
+        *not_null("traffic_id", severity=_CRITICAL),
+        *not_null(
+            "visit_date",
+            "page_url",
+            "source",
+            "visitors",
+            "page_views",
+            "bounce_rate",
+            "avg_time_on_page",
+        ),
+        Unique(columns=("traffic_id",), severity=_CRITICAL),
+        Unique(columns=("visit_date", "page_url", "source")),
+        AcceptedValues(column="source", values=("Organic", "Paid Search", "Social Media", "Email")),
+        Pattern(column="page_url", regex=r"^/", label="path", severity=_MINOR),
+        Range(column="visitors", minimum=0),
+        Range(column="page_views", minimum=0),
+        Range(column="bounce_rate", minimum=0, maximum=100),
+        Range(column="avg_time_on_page", minimum=0),
+        Consistency(
+            rule="views_at_least_visitors",
+            violations="t.page_views < t.visitors",
+            columns=("visitors", "page_views"),
+        ),
+        Freshness(column="visit_date", max_age=DAILY_FRESHNESS),
+        RowCount(minimum=1, maximum=10_000_000),
+    ),
+    freshness=DAILY_FRESHNESS,
 )
 
 CAMPAIGN_PERFORMANCE = Product(
@@ -385,6 +551,11 @@ CAMPAIGN_PERFORMANCE = Product(
             precision=7,
         ),
     ),
+    checks=(
+        NotNull(column="campaign_id", severity=_CRITICAL),
+        Unique(columns=("campaign_id",), severity=_CRITICAL),
+        Range(column="budget_utilization_pct", minimum=0, maximum=100, severity=_MINOR),
+    ),
 )
 
 LEAD_FUNNEL = Product(
@@ -417,6 +588,14 @@ LEAD_FUNNEL = Product(
             ColumnType.INTEGER,
             "Number of distinct campaigns those leads came from.",
         ),
+    ),
+    checks=(
+        NotNull(column="status", severity=_CRITICAL),
+        Unique(columns=("status",), severity=_CRITICAL),
+        AcceptedValues(
+            column="status", values=("New", "Nurturing", "Qualified", "Converted", "Lost")
+        ),
+        RowCount(maximum=5, severity=_MINOR),
     ),
 )
 

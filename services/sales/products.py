@@ -6,10 +6,35 @@ Column order, types and nullability mirror migrations/sales (0001_sales_schema);
 
 from __future__ import annotations
 
+import datetime as dt
+
+from shared.checks import (
+    EMAIL_PATTERN,
+    AcceptedValues,
+    Consistency,
+    Freshness,
+    NotNull,
+    Outliers,
+    Pattern,
+    Range,
+    References,
+    RowCount,
+    Severity,
+    Unique,
+    not_null,
+)
 from shared.products import Classification, Column, ColumnType, Domain, Product
 
 PII = Classification.PII
 CONFIDENTIAL = Classification.CONFIDENTIAL
+CRITICAL = Severity.CRITICAL
+MINOR = Severity.MINOR
+
+# Freshness SLAs: how old the newest row may be. Orders come 6 to 21 days apart (B2B): two
+# weeks without one means the feed or the sales stopped (a week would flag a quarter of the
+# sample's days); customers are created or updated at least monthly.
+ORDERS_FRESHNESS = dt.timedelta(days=14)
+CUSTOMERS_FRESHNESS = dt.timedelta(days=30)
 
 SALES_SUMMARY_DEFINITION = (
     "One row per calendar month of order_date that has orders, counting every order except "
@@ -92,6 +117,17 @@ CUSTOMERS = Product(
             sortable=False,
         ),
     ),
+    checks=(
+        *not_null("customer_id", severity=CRITICAL),
+        *not_null("customer_name", "email", "country", "company_size", "created_at", "updated_at"),
+        Unique(columns=("customer_id",), severity=CRITICAL),
+        Unique(columns=("email",)),
+        Pattern(column="email", regex=EMAIL_PATTERN, label="email"),
+        AcceptedValues(column="company_size", values=("Enterprise", "Mid-Market", "Small")),
+        Freshness(column="updated_at", max_age=CUSTOMERS_FRESHNESS, severity=MINOR),
+        RowCount(minimum=1, maximum=100_000),
+    ),
+    freshness=CUSTOMERS_FRESHNESS,
 )
 
 PRODUCTS = Product(
@@ -122,6 +158,22 @@ PRODUCTS = Product(
             nullable=True,
             sortable=False,
         ),
+    ),
+    checks=(
+        *not_null("product_id", severity=CRITICAL),
+        *not_null("product_name", "category", "price", "cost"),
+        Unique(columns=("product_id",), severity=CRITICAL),
+        Unique(columns=("product_name",), severity=MINOR),
+        AcceptedValues(column="category", values=("Software", "Infrastructure")),
+        Range(column="price", minimum=0),
+        Range(column="cost", minimum=0),
+        Consistency(
+            rule="cost_not_above_price",
+            violations="t.cost > t.price",
+            columns=("price", "cost"),
+            severity=MINOR,
+        ),
+        RowCount(minimum=1, maximum=10_000),
     ),
 )
 
@@ -169,6 +221,44 @@ ORDERS = Product(
             sortable=False,
         ),
     ),
+    checks=(
+        *not_null("order_id", severity=CRITICAL),
+        *not_null(
+            "customer_id",
+            "order_date",
+            "order_status",
+            "total_amount",
+            "payment_method",
+            "sales_rep",
+            "region",
+        ),
+        Unique(columns=("order_id",), severity=CRITICAL),
+        AcceptedValues(
+            column="order_status", values=("Pending", "Processing", "Completed", "Cancelled")
+        ),
+        AcceptedValues(column="region", values=("North America", "Europe", "Asia Pacific")),
+        Range(column="total_amount", minimum=0),
+        References(
+            columns=("customer_id",),
+            target_table="customers",
+            target_columns=("customer_id",),
+            severity=CRITICAL,
+        ),
+        Consistency(
+            rule="total_is_sum_of_lines",
+            description="total_amount equals the sum of the order's line_total, to the cent.",
+            violations=(
+                "t.total_amount <> coalesce((SELECT sum(i.line_total) FROM order_items AS i "
+                "WHERE i.order_id = t.order_id), 0)"
+            ),
+            columns=("total_amount",),
+            severity=CRITICAL,
+        ),
+        Freshness(column="order_date", max_age=ORDERS_FRESHNESS),
+        RowCount(minimum=1, maximum=10_000_000),
+        Outliers(column="total_amount", threshold=3.5, severity=MINOR),
+    ),
+    freshness=ORDERS_FRESHNESS,
 )
 
 ORDER_ITEMS = Product(
@@ -209,6 +299,40 @@ ORDER_ITEMS = Product(
             sortable=False,
         ),
     ),
+    checks=(
+        *not_null("item_id", severity=CRITICAL),
+        *not_null(
+            "order_id", "product_id", "quantity", "unit_price", "discount_percent", "line_total"
+        ),
+        Unique(columns=("item_id",), severity=CRITICAL),
+        Range(column="quantity", minimum=1),
+        Range(column="unit_price", minimum=0),
+        Range(column="discount_percent", minimum=0, maximum=100),
+        Range(column="line_total", minimum=0),
+        References(
+            columns=("order_id",),
+            target_table="orders",
+            target_columns=("order_id",),
+            severity=CRITICAL,
+        ),
+        References(
+            columns=("product_id",),
+            target_table="products",
+            target_columns=("product_id",),
+            severity=CRITICAL,
+        ),
+        Consistency(
+            rule="line_total_formula",
+            description="line_total = quantity x unit_price x (1 - discount_percent/100), "
+            "rounded half up to cents.",
+            violations=(
+                "t.line_total <> round(t.quantity * t.unit_price "
+                "* (1 - t.discount_percent / 100), 2)"
+            ),
+            columns=("quantity", "unit_price", "discount_percent", "line_total"),
+        ),
+        RowCount(minimum=1, maximum=50_000_000),
+    ),
 )
 
 SALES_SUMMARY = Product(
@@ -245,6 +369,11 @@ SALES_SUMMARY = Product(
             ColumnType.INTEGER,
             "Number of distinct customers who ordered in the month.",
         ),
+    ),
+    checks=(
+        NotNull(column="month", severity=CRITICAL),
+        Unique(columns=("month",), severity=CRITICAL),
+        Range(column="total_revenue", minimum=0, severity=MINOR),
     ),
 )
 
@@ -293,6 +422,11 @@ CUSTOMER_LIFETIME_VALUE = Product(
             nullable=True,
         ),
     ),
+    checks=(
+        NotNull(column="customer_id", severity=CRITICAL),
+        Unique(columns=("customer_id",), severity=CRITICAL),
+        Range(column="lifetime_value", minimum=0, severity=MINOR),
+    ),
 )
 
 PRODUCT_PERFORMANCE = Product(
@@ -330,6 +464,11 @@ PRODUCT_PERFORMANCE = Product(
             precision=5,
             scale=2,
         ),
+    ),
+    checks=(
+        NotNull(column="product_id", severity=CRITICAL),
+        Unique(columns=("product_id",), severity=CRITICAL),
+        Range(column="avg_discount", minimum=0, maximum=100, severity=MINOR),
     ),
 )
 

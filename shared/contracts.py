@@ -1,0 +1,566 @@
+"""Data contracts: an Open Data Contract Standard (ODCS) v3 document per data product, generated
+from its declaration (columns, key, checks, freshness) and its domain's (owner, service levels),
+and served at /<domain>/v1/products/{product}/contract as YAML or JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Query, Request, Response
+
+from shared.api import product_path
+from shared.checks import (
+    AcceptedValues,
+    Check,
+    Consistency,
+    Freshness,
+    NotNull,
+    Outliers,
+    Pattern,
+    Range,
+    References,
+    RowCount,
+    Unique,
+)
+from shared.errors import NotAcceptable, UnknownProduct
+from shared.products import Classification, Column, ColumnType, Domain, Product
+from shared.values import sql_type
+
+ODCS_API_VERSION = "v3.2.0"
+YAML_MEDIA_TYPE = "application/yaml"
+JSON_MEDIA_TYPE = "application/json"
+
+# ODCS logical types (SchemaBaseProperty.logicalType) of our column types
+LOGICAL_TYPES: dict[ColumnType, str] = {
+    ColumnType.TEXT: "string",
+    ColumnType.INTEGER: "integer",
+    ColumnType.BIGINT: "integer",
+    ColumnType.MONEY: "number",
+    ColumnType.DECIMAL: "number",
+    ColumnType.DATE: "date",
+    ColumnType.TIMESTAMP: "timestamp",
+    ColumnType.BOOLEAN: "boolean",
+}
+
+# update_frequency words of a domain as an ODCS frequency SLA (value, unit)
+_FREQUENCIES: dict[str, tuple[int, str]] = {
+    "hourly": (1, "h"),
+    "daily": (1, "d"),
+    "weekly": (7, "d"),
+}
+
+_READ_FORMATS = "JSON (default), CSV, NDJSON, Arrow IPC stream or Parquet"
+
+
+def contract_path(service: str, product: Product) -> str:
+    """Where a domain serves the contract of one of its products."""
+    return f"/{service}/v1/products/{product.name}/contract"
+
+
+def pii_scope(domain: Domain) -> str:
+    """The scope a caller needs to read the domain's PII columns in clear."""
+    return f"{domain.name}:pii"
+
+
+# --- quality rules ---------------------------------------------------------------------------
+
+
+def _number(value: float) -> int | float:
+    """A threshold as YAML and JSON show it best: 0 rather than 0.0."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _duration(age: dt.timedelta) -> tuple[int, str]:
+    """A duration as a whole number of the largest unit that holds it exactly."""
+    seconds = int(age.total_seconds())
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds and seconds % size == 0:
+            return seconds // size, unit
+    return seconds, "s"
+
+
+def _spoken(age: dt.timedelta) -> str:
+    value, unit = _duration(age)
+    word = {"d": "day", "h": "hour", "min": "minute", "s": "second"}[unit]
+    return f"{value} {word}{'' if value == 1 else 's'}"
+
+
+def _references_sql(product: Product, check: References) -> str:
+    present = " AND ".join(f"t.{c} IS NOT NULL" for c in check.columns)
+    joined = " AND ".join(
+        f"r.{target} = t.{column}"
+        for column, target in zip(check.columns, check.target_columns, strict=True)
+    )
+    return (
+        f"SELECT count(*) FROM {product.source} AS t WHERE {present} "
+        f"AND NOT EXISTS (SELECT 1 FROM {check.target_table} AS r WHERE {joined})"
+    )
+
+
+def _outliers_sql(product: Product, check: Outliers) -> str:
+    column, source = check.column, product.source
+    return (
+        f"WITH s AS (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY {column}) AS median "
+        f"FROM {source}), "
+        f"m AS (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(t.{column} - s.median)) "
+        f"AS mad FROM {source} AS t, s) "
+        f"SELECT count(*) FROM {source} AS t, s, m WHERE m.mad > 0 "
+        f"AND 0.6745 * abs(t.{column} - s.median) / m.mad > {_number(check.threshold)}"
+    )
+
+
+def _range_text(check: Range) -> tuple[str, str]:
+    """The rule in words and the SQL condition a breaking value meets."""
+    low, high = check.minimum, check.maximum
+    column = check.column
+    if low is not None and high is not None:
+        return (
+            f"between {_number(low)} and {_number(high)}",
+            f"{column} < {_number(low)} OR {column} > {_number(high)}",
+        )
+    if low is not None:
+        return f"at least {_number(low)}", f"{column} < {_number(low)}"
+    if high is not None:
+        return f"at most {_number(high)}", f"{column} > {_number(high)}"
+    return "any value", "false"
+
+
+def _row_count_threshold(check: RowCount) -> tuple[str, dict[str, Any]]:
+    low, high = check.minimum, check.maximum
+    if low is not None and high is not None:
+        if low == high:
+            return f"exactly {low}", {"mustBe": low}
+        return f"between {low} and {high}", {"mustBeBetween": [low, high]}
+    if low is not None:
+        return f"at least {low}", {"mustBeGreaterOrEqualTo": low}
+    if high is not None:
+        return f"at most {high}", {"mustBeLessOrEqualTo": high}
+    return "any number of", {"mustBeGreaterOrEqualTo": 0}
+
+
+def quality_rule(product: Product, check: Check) -> tuple[str | None, dict[str, Any]]:
+    """A declared check as an ODCS quality rule, with the column it belongs to (None: the
+    rule is on the whole schema object). Library metrics where ODCS has one, else the rule as
+    a PostgreSQL query over the product's source counting the rows that break it."""
+    column: str | None = None
+    default: str
+    rule: dict[str, Any]
+    rows = {"mustBe": 0, "unit": "rows"}
+    if isinstance(check, NotNull):
+        column = check.column
+        default = f"{column} is never null."
+        rule = {"type": "library", "metric": "nullValues", **rows}
+    elif isinstance(check, Unique) and len(check.columns) == 1:
+        column = check.columns[0]
+        default = f"No two rows share a value of {column}."
+        rule = {"type": "library", "metric": "duplicateValues", **rows}
+    elif isinstance(check, Unique):
+        default = f"No two rows share a combination of ({', '.join(check.columns)})."
+        rule = {
+            "type": "library",
+            "metric": "duplicateValues",
+            "arguments": {"properties": list(check.columns)},
+            **rows,
+        }
+    elif isinstance(check, AcceptedValues):
+        column = check.column
+        default = f"{column} is one of: {', '.join(check.values)}."
+        rule = {
+            "type": "library",
+            "metric": "invalidValues",
+            "arguments": {"validValues": list(check.values)},
+            **rows,
+        }
+    elif isinstance(check, Pattern):
+        column = check.column
+        default = f"{column} matches the {check.label} pattern {check.regex}."
+        rule = {
+            "type": "library",
+            "metric": "invalidValues",
+            "arguments": {"pattern": check.regex},
+            **rows,
+        }
+    elif isinstance(check, RowCount):
+        words, threshold = _row_count_threshold(check)
+        default = f"The product has {words} rows."
+        rule = {"type": "library", "metric": "rowCount", **threshold, "unit": "rows"}
+    elif isinstance(check, Range):
+        column = check.column
+        words, breaks = _range_text(check)
+        default = f"{column} is {words}."
+        query = f"SELECT count(*) FROM {product.source} WHERE {breaks}"
+        rule = {"type": "sql", "query": query, **rows}
+    elif isinstance(check, References):
+        targets = ", ".join(f"{check.target_table}.{c}" for c in check.target_columns)
+        if len(check.columns) == 1:
+            column = check.columns[0]
+        default = f"Every non-null {', '.join(check.columns)} exists as {targets}."
+        rule = {"type": "sql", "query": _references_sql(product, check), **rows}
+    elif isinstance(check, Freshness):
+        column = check.column
+        declared = product.column(column)
+        newest = f"max({column})"
+        if declared is not None and declared.type is ColumnType.DATE:
+            newest = f"max({column})::timestamp AT TIME ZONE 'UTC'"  # a day from its midnight
+        default = f"The newest {column} is at most {_spoken(check.max_age)} old."
+        query = f"SELECT extract(epoch FROM now() - {newest}) / 3600 FROM {product.source}"
+        rule = {
+            "type": "sql",
+            "query": query,
+            "mustBeLessOrEqualTo": _number(check.max_age.total_seconds() / 3600),
+            "unit": "hours",
+        }
+    elif isinstance(check, Consistency):
+        default = f"No row breaks the rule {check.rule}."
+        query = f"SELECT count(*) FROM {product.source} AS t WHERE ({check.violations})"
+        rule = {"type": "sql", "query": query, **rows}
+    elif isinstance(check, Outliers):
+        column = check.column
+        default = (
+            f"No {column} has a robust z-score (0.6745 x |x - median| / MAD) above "
+            f"{_number(check.threshold)}."
+        )
+        rule = {"type": "sql", "query": _outliers_sql(product, check), **rows}
+    else:  # a check type this module does not know yet: described, not executable
+        default = f"{check.kind} check {check.name}."
+        rule = {"type": "text"}
+    odcs: dict[str, Any] = {
+        "name": check.name,
+        "description": check.description or default,
+        **rule,
+        "dimension": str(check.dimension),
+        "severity": str(check.severity),
+    }
+    if check.warn_only:
+        odcs["customProperties"] = [
+            {
+                "property": "warnOnly",
+                "value": True,
+                "description": "A breach is reported as a warning, not a failure.",
+            }
+        ]
+    return column, odcs
+
+
+# --- the contract ----------------------------------------------------------------------------
+
+
+def _property(
+    domain: Domain, product: Product, column: Column, quality: list[dict[str, Any]]
+) -> dict[str, Any]:
+    prop: dict[str, Any] = {
+        "name": column.name,
+        "physicalName": column.name,
+        "logicalType": LOGICAL_TYPES[column.type],
+        "physicalType": sql_type(column),
+        "description": column.description,
+        "required": not column.nullable,
+        "unique": column.unique or product.key == (column.name,),
+        "primaryKey": column.name in product.key,
+    }
+    if column.name in product.key:
+        prop["primaryKeyPosition"] = product.key.index(column.name) + 1
+    prop["classification"] = str(column.classification)
+    if column.classification is Classification.PII:
+        prop["tags"] = ["pii"]
+        prop["customProperties"] = [
+            {
+                "property": "readInClearScope",
+                "value": pii_scope(domain),
+                "description": "Callers without this scope read the value masked.",
+            }
+        ]
+    if quality:
+        prop["quality"] = quality
+    return prop
+
+
+def _description(domain: Domain, product: Product, url: str) -> dict[str, str]:
+    usage = (
+        f"Read over HTTP at {url} with PostgREST's grammar (col=op.value filters, select, "
+        f"order, limit, offset, keyset cursor in the Link header), as {_READ_FORMATS} by "
+        "Accept or ?format=."
+    )
+    if product.is_table and len(product.key) == 1:
+        usage += f" One row by its key at {url}/{{{product.key[0]}}}."
+    pii = [c.name for c in product.columns if c.classification is Classification.PII]
+    limitations = (
+        f"PII columns ({', '.join(pii)}) are masked for callers without the "
+        f"{pii_scope(domain)} scope."
+        if pii
+        else "No PII columns."
+    )
+    if not product.is_table:
+        limitations += " An analytics view: computed from the domain's tables at read time."
+    return {"purpose": product.description, "usage": usage, "limitations": limitations}
+
+
+def _schema_object(domain: Domain, product: Product) -> dict[str, Any]:
+    by_column: dict[str | None, list[dict[str, Any]]] = {}
+    for check in product.checks:
+        column, rule = quality_rule(product, check)
+        by_column.setdefault(column, []).append(rule)
+    description = product.description
+    if product.definition:
+        description += f"\n\nDefinition: {product.definition}"
+    # named as in SQL, like its properties and the queries of its rules: the object the rules
+    # and the SLA elements refer to is the table or view (the product's name is the contract's)
+    obj: dict[str, Any] = {
+        "name": product.source,
+        "physicalName": product.source,
+        "businessName": product.name.replace("-", " ").capitalize(),
+        "physicalType": "table" if product.is_table else "view",
+        "logicalType": "object",
+        "description": description,
+        "dataGranularityDescription": f"One row per {', '.join(product.key)}.",
+        "properties": [
+            _property(domain, product, c, by_column.get(c.name, [])) for c in product.columns
+        ],
+    }
+    if by_column.get(None):
+        obj["quality"] = by_column[None]
+    return obj
+
+
+def _sla(domain: Domain, product: Product) -> list[dict[str, Any]]:
+    levels = domain.service_levels
+    latency, latency_unit = _duration(levels.latency)
+    sla: list[dict[str, Any]] = [
+        {
+            "property": "availability",
+            "value": _number(levels.availability_pct),
+            "unit": "percent",
+            "description": "Share of time the product's endpoint answers.",
+        },
+        {
+            "property": "latency",
+            "value": latency,
+            "unit": latency_unit,
+            "description": "A write committed to the domain database is readable through "
+            f"the endpoint within {_spoken(levels.latency)}.",
+        },
+    ]
+    if product.freshness is not None:
+        value, unit = _duration(product.freshness)
+        freshness: dict[str, Any] = {"property": "freshness", "value": value, "unit": unit}
+        column = next((c.column for c in product.checks if isinstance(c, Freshness)), None)
+        if column is not None:
+            freshness["element"] = f"{product.source}.{column}"
+        freshness["description"] = f"The newest row is at most {_spoken(product.freshness)} old" + (
+            f" (by {column})." if column else "."
+        )
+        sla.append(freshness)
+    days = levels.retention.days
+    years, rest = divmod(days, 365)
+    retention = (years, "y") if years and not rest else (days, "d")
+    sla.append(
+        {
+            "property": "retention",
+            "value": retention[0],
+            "unit": retention[1],
+            "description": f"Rows are kept for {retention[0]} "
+            f"{'years' if retention[1] == 'y' else 'days'}.",
+        }
+    )
+    known = _FREQUENCIES.get(domain.update_frequency.lower())
+    frequency: dict[str, Any] = {"property": "frequency"}
+    if known:
+        frequency |= {"value": known[0], "unit": known[1]}
+    else:
+        frequency["value"] = domain.update_frequency
+    frequency["description"] = f"Update frequency: {domain.update_frequency}."
+    sla.append(frequency)
+    return sla
+
+
+def contract(domain: Domain, product: Product, *, base_url: str) -> dict[str, Any]:
+    """The ODCS v3 data contract of a product, its endpoint under base_url (scheme://host)."""
+    base = base_url.rstrip("/")
+    url = base + product_path(domain.name, product)
+    kind = "table" if product.is_table else "view"
+    has_pii = any(c.classification is Classification.PII for c in product.columns)
+    document: dict[str, Any] = {
+        "apiVersion": ODCS_API_VERSION,
+        "kind": "DataContract",
+        "id": f"urn:datamesh:{domain.name}:{product.name}",
+        "name": product.name,
+        "version": f"{product.version}.0.0",
+        "status": "active",
+        "domain": domain.name,
+        "dataProduct": product.name,
+        "tags": [domain.name, kind, *(["pii"] if has_pii else [])],
+        "description": _description(domain, product, url),
+        "schema": [_schema_object(domain, product)],
+        "team": {
+            "name": f"{domain.title} team",
+            "description": f"Owns the {domain.name} domain: {domain.description}.",
+            "members": [{"username": domain.owner, "role": "owner"}],
+        },
+        "support": [
+            {
+                "channel": "owner-email",
+                "tool": "email",
+                "url": f"mailto:{domain.owner}",
+                "scope": "issues",
+                "description": "Questions and incidents about this data product.",
+            }
+        ],
+        "roles": [
+            {
+                "role": pii_scope(domain),
+                "access": "read",
+                "description": "Reads the PII columns in clear; without it they are masked.",
+            }
+        ]
+        if has_pii
+        else None,
+        "slaProperties": _sla(domain, product),
+        "servers": [
+            {
+                "server": f"{domain.name}-api",
+                "type": "api",
+                "location": url,
+                "description": f"The {domain.title} domain's HTTP endpoint of {product.name}.",
+            }
+        ],
+        "authoritativeDefinitions": [
+            {
+                "type": "canonicalUrl",
+                "url": base + contract_path(domain.name, product),
+                "description": "This contract, as the domain serves it.",
+            }
+        ],
+        "customProperties": [
+            {
+                "property": "dataClassification",
+                "value": domain.data_classification,
+                "description": "The domain's classification of its data as a whole.",
+            }
+        ],
+    }
+    return {key: value for key, value in document.items() if value is not None}
+
+
+def render_yaml(document: dict[str, Any]) -> str:
+    """A contract as YAML, keys in the order the contract lists them."""
+    text: str = yaml.safe_dump(
+        document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
+    )
+    return text
+
+
+def render_json(document: dict[str, Any]) -> str:
+    """A contract as JSON."""
+    return json.dumps(document, ensure_ascii=False, indent=2)
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+_MEDIA: dict[str, str] = {
+    JSON_MEDIA_TYPE: "json",
+    "application/yaml": "yaml",
+    "application/x-yaml": "yaml",
+    "text/yaml": "yaml",
+    "text/x-yaml": "yaml",
+    "application/*": "yaml",
+    "text/*": "yaml",
+    "*/*": "yaml",
+}
+
+
+def negotiate_contract(format_parameter: str | None, accept: str | None) -> str:
+    """'yaml' or 'json': ?format= first, then Accept (by q-value, then order); YAML by default."""
+    if format_parameter is not None:
+        chosen = format_parameter.lower()
+        if chosen not in ("yaml", "json"):
+            raise NotAcceptable(
+                f"Parameter 'format' has value '{format_parameter}'; a contract is served as "
+                "yaml or json.",
+                parameter="format",
+            )
+        return chosen
+    if not accept:
+        return "yaml"
+    offers: list[tuple[float, int, str]] = []
+    for position, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        offers.append((quality, -position, media.lower()))
+    for quality, _, media in sorted(offers, reverse=True):
+        if quality > 0 and media in _MEDIA:
+            return _MEDIA[media]
+    raise NotAcceptable(
+        f"None of the media types in Accept '{accept}' is available for a contract; "
+        f"supported: {YAML_MEDIA_TYPE}, {JSON_MEDIA_TYPE}.",
+        accept=accept,
+    )
+
+
+_PROBLEM = {"application/problem+json": {"schema": {"type": "object"}}}
+
+
+def contract_router(domain: Domain) -> APIRouter:
+    """GET /<domain>/v1/products/{product}/contract for every product of the domain."""
+    router = APIRouter()
+    known = ", ".join(p.name for p in domain.products)
+
+    async def read_contract(
+        request: Request,
+        product: str,
+        fmt: str | None = Query(
+            None, alias="format", description="yaml or json (instead of an Accept header)."
+        ),
+    ) -> Response:
+        declared = domain.product(product)
+        if declared is None:
+            raise UnknownProduct(
+                f"Unknown data product '{product}' in domain '{domain.name}'; known: {known}.",
+                product=product,
+            )
+        chosen = negotiate_contract(fmt, request.headers.get("accept"))
+        base_url = f"{request.url.scheme}://{request.url.netloc}"
+        document = contract(domain, declared, base_url=base_url)
+        if chosen == "json":
+            return Response(render_json(document), media_type=JSON_MEDIA_TYPE)
+        return Response(render_yaml(document), media_type=YAML_MEDIA_TYPE)
+
+    router.add_api_route(
+        f"/{domain.name}/v1/products/{{product}}/contract",
+        read_contract,
+        methods=["GET"],
+        name="read_contract",
+        summary="Data contract of a product (ODCS v3)",
+        description=(
+            f"The Open Data Contract Standard {ODCS_API_VERSION} contract of a data product of "
+            f"the {domain.name} domain, generated from its declaration: schema with logical and "
+            "physical types, required, unique, primary key and classification per column; the "
+            "declared quality checks as ODCS quality rules; the SLA (availability, latency, "
+            "freshness, retention, frequency); the owning team and the product's endpoint. "
+            "YAML by default; JSON with `Accept: application/json` or `?format=json`.\n\n"
+            f"Products: {known}."
+        ),
+        tags=["contracts"],
+        responses={
+            200: {
+                "description": "The contract.",
+                "content": {
+                    YAML_MEDIA_TYPE: {"schema": {"type": "string"}},
+                    JSON_MEDIA_TYPE: {"schema": {"type": "object"}},
+                },
+            },
+            404: {"description": "No such product.", "content": _PROBLEM},
+            406: {"description": "Neither YAML nor JSON is acceptable.", "content": _PROBLEM},
+        },
+        response_class=Response,
+    )
+    return router
