@@ -21,6 +21,7 @@ import typer
 
 from services import DOMAINS, domain, sample
 from shared import migrations
+from shared.auth import PERSONAS, AuthSettings, ensure_secret, known_scopes, mint_token
 from shared.db import connect
 from shared.embedded import EmbeddedPostgres
 from shared.products import Domain
@@ -132,6 +133,10 @@ def up(
         for database in databases:
             env[f"{database.name.upper()}_DATABASE_URL"] = database.url
         env["MESH_DOMAINS"] = "{" + ", ".join(f'"{n}": "{base[n]}"' for n in DOMAINS) + "}"
+        auth = AuthSettings(data_dir=root)
+        if not (auth.jwt_secret or auth.jwt_secret_file or auth.jwks_url or auth.jwks_file):
+            env["DATAMESH_JWT_SECRET_FILE"] = str(ensure_secret(root))
+        admin_token = _local_token(AuthSettings(data_dir=root), PERSONAS["admin"], "admin", "8h")
         apps = {name: f"services.{name}.app:app" for name in DOMAINS} | {
             "mesh": "services.federation.app:app"
         }
@@ -154,6 +159,13 @@ def up(
         typer.echo(f"\nDataMesh is up in {time.monotonic() - started:.1f}s:")
         for name in ("mesh", *DOMAINS):
             typer.echo(f"  {name:<10} {base[name]}/{name}/    docs: {base[name]}/{name}/docs")
+        if admin_token:
+            typer.echo("\nAn admin token (8 hours; `datamesh token --help` mints others):")
+            typer.echo(f"  export TOKEN={admin_token}")
+            typer.echo(
+                f'  curl -H "Authorization: Bearer $TOKEN" '
+                f"'{base['sales']}/sales/v1/customer-lifetime-value?order=lifetime_value.desc&limit=5'"
+            )
         typer.echo("Press Ctrl-C to stop.")
         while not stopping:
             for name, process in processes.items():
@@ -207,6 +219,71 @@ def _terminate(processes: dict[str, subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _ttl(text: str) -> dt.timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) == 0:
+        raise typer.BadParameter(
+            f"'{text}' is not a duration like 30m, 8h or 7d", param_hint="--ttl"
+        )
+    return dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
+
+
+def _local_token(auth: AuthSettings, scopes: tuple[str, ...], subject: str, ttl: str) -> str | None:
+    secret = auth.secret()
+    if secret is None:
+        return None
+    return mint_token(
+        secret,
+        scopes,
+        ttl=_ttl(ttl),
+        subject=subject,
+        issuer=auth.jwt_issuer,
+        audience=auth.jwt_audience,
+    )
+
+
+@cli.command()
+def token(
+    scope: Annotated[
+        list[str] | None, typer.Option(help="A scope to grant; repeat for more.")
+    ] = None,
+    persona: Annotated[
+        str | None, typer.Option(help="admin, sales_analyst or marketing_analyst.")
+    ] = None,
+    ttl: Annotated[str, typer.Option(help="Lifetime: 30m, 8h, 7d.")] = "8h",
+    sub: Annotated[str | None, typer.Option(help="The token's subject (who it is for).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Mint a token with the local secret and print only the token."""
+    scopes = list(scope or [])
+    if persona is not None:
+        if persona not in PERSONAS:
+            raise typer.BadParameter(
+                f"'{persona}' is not one of {', '.join(PERSONAS)}", param_hint="--persona"
+            )
+        scopes += PERSONAS[persona]
+    unknown = [s for s in scopes if s not in known_scopes(DOMAINS)]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(known_scopes(DOMAINS))}",
+            param_hint="--scope",
+        )
+    if not scopes:
+        raise typer.BadParameter("give at least one --scope or a --persona", param_hint="--scope")
+    auth = AuthSettings(data_dir=(data_dir or MeshSettings().data_dir).resolve())
+    minted = _local_token(
+        auth, tuple(dict.fromkeys(scopes)), sub or persona or "datamesh-user", ttl
+    )
+    if minted is None:
+        typer.echo(
+            "No local secret: run `datamesh up` once (it creates one in the data directory) or set "
+            "DATAMESH_JWT_SECRET_FILE.",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(minted)
 
 
 @cli.command()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from shared.api import ProductReader, product_router
+from shared.auth import AuthSettings, TokenVerifier, require
 from shared.contracts import contract_router
 from shared.db import Database
 from shared.errors import ServiceUnavailable, install_problem_handlers
@@ -18,9 +19,26 @@ from shared.quality import latest_scores
 from shared.quality_api import quality_router, quality_schedule
 from shared.settings import MeshSettings, database_url_for
 
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
-def service_app(name: str, title: str, description: str, **kwargs: object) -> FastAPI:
-    """A FastAPI app under /<name>, with its docs, OpenAPI and problem+json errors."""
+
+def service_app(
+    name: str,
+    title: str,
+    description: str,
+    *,
+    lifespan: Lifespan,
+    auth: AuthSettings | None = None,
+) -> FastAPI:
+    """A FastAPI app under /<name>, with its docs, OpenAPI, problem+json errors and a token
+    verifier (created at startup: a service without a token key refuses to start)."""
+
+    @asynccontextmanager
+    async def with_tokens(app: FastAPI) -> AsyncIterator[None]:
+        app.state.token_verifier = TokenVerifier(auth or AuthSettings())
+        async with lifespan(app):
+            yield
+
     app = FastAPI(
         title=title,
         description=description,
@@ -28,7 +46,8 @@ def service_app(name: str, title: str, description: str, **kwargs: object) -> Fa
         openapi_url=f"/{name}/openapi.json",
         docs_url=f"/{name}/docs",
         redoc_url=None,
-        **kwargs,  # type: ignore[arg-type]
+        lifespan=with_tokens,
+        swagger_ui_parameters={"persistAuthorization": True},
     )
     install_problem_handlers(app)
 
@@ -41,7 +60,11 @@ def service_app(name: str, title: str, description: str, **kwargs: object) -> Fa
 
 
 def create_domain_app(
-    domain: Domain, *, database_url: str | None = None, settings: MeshSettings | None = None
+    domain: Domain,
+    *,
+    database_url: str | None = None,
+    settings: MeshSettings | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     """The HTTP service of one domain, serving every declared product from its database."""
     settings = settings or MeshSettings()
@@ -69,6 +92,7 @@ def create_domain_app(
         f"{domain.description}. Owner: {domain.owner}. Data products of the {domain.name} "
         "domain, read with PostgREST's grammar, in JSON, CSV, NDJSON, Arrow or Parquet.",
         lifespan=lifespan,
+        auth=auth,
     )
 
     def database() -> Database:
@@ -87,8 +111,11 @@ def create_domain_app(
 
     # fixed paths (metadata, quality, contracts) go before the products: the product router
     # ends with a catch-all that answers unknown products
-    app.include_router(contract_router(domain))
-    app.include_router(quality_router(domain, database))
-    app.include_router(metadata_router(domain, database, latest_scores))
-    app.include_router(product_router(domain, ProductReader(domain, database, settings)))
+    readers = [Depends(require(f"{domain.name}:read"))]
+    app.include_router(contract_router(domain), dependencies=readers)
+    app.include_router(quality_router(domain, database), dependencies=readers)
+    app.include_router(metadata_router(domain, database, latest_scores), dependencies=readers)
+    app.include_router(
+        product_router(domain, ProductReader(domain, database, settings)), dependencies=readers
+    )
     return app

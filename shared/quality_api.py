@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from shared.auth import require
 from shared.db import Database
 from shared.errors import PROBLEM_JSON, InvalidValue, LimitOutOfRange, NotFound, UnknownParameter
 from shared.products import Domain
@@ -143,6 +144,7 @@ def quality_router(domain: Domain, database: Callable[[], Database]) -> APIRoute
     @router.post(
         f"{base}/runs",
         status_code=201,
+        dependencies=[Depends(require(f"{domain.name}:write"))],
         summary="Run the quality checks now",
         response_class=JSONResponse,
         responses={

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -18,12 +20,25 @@ from services.federation.app import create_app
 from services.federation.settings import FederationSettings
 from shared import migrations
 from shared.app import create_domain_app
+from shared.auth import mint_token
 from shared.sample_data import load_if_empty
 from shared.settings import MeshSettings
 from tests.postgres import PostgresServer, postgres_per_domain
 from tests.servers import served
 
 AS_OF = dt.date(2024, 10, 18)
+
+# every service the tests start verifies tokens signed with this run's random secret
+TEST_SECRET = secrets.token_urlsafe(48)
+os.environ["DATAMESH_JWT_SECRET"] = TEST_SECRET
+
+
+def token(*scopes: str, ttl: dt.timedelta = dt.timedelta(hours=1), subject: str = "tests") -> str:
+    """A token for the tests' services carrying the scopes."""
+    return mint_token(TEST_SECRET, scopes, ttl=ttl, subject=subject)
+
+
+ADMIN = {"Authorization": f"Bearer {token('admin')}"}
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +80,9 @@ async def _client(name: str, url: str, settings: MeshSettings) -> AsyncIterator[
     app = create_domain_app(domain(name), database_url=url, settings=settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=ADMIN
+        ) as client:
             yield client
 
 
@@ -108,7 +125,9 @@ async def mesh_client(
     app = create_app(FederationSettings.model_validate({"domains": domains, **timeouts}))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=ADMIN
+        ) as client:
             yield client
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,12 @@ class Mesh:
     """A `datamesh up` subprocess whose output is read line by line."""
 
     def __init__(self, data_dir: Path, ports: dict[str, int]):
-        env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
+        # as on a user's machine: no database URLs, no token secret but the data directory's
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.endswith("_DATABASE_URL") and not k.startswith("DATAMESH_JWT")
+        }
         self.process = subprocess.Popen(
             [
                 DATAMESH,
@@ -92,15 +98,21 @@ def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{ports['marketing']}/marketing/docs" in printed
         assert f"http://127.0.0.1:{ports['mesh']}/mesh/docs" in printed
         assert "loaded sample data as of 2024-10-18" in printed
+        assert (data_dir / "jwt-secret").stat().st_mode & 0o777 == 0o600
+        token = re.search(r"export TOKEN=(\S+)", printed)
+        assert token is not None
+        auth = {"Authorization": f"Bearer {token.group(1)}"}
 
-        clv = httpx.get(
-            f"http://127.0.0.1:{ports['sales']}/sales/v1/customer-lifetime-value",
-            params={"select": "customer_id", "limit": "100"},
-        )
+        clv_url = f"http://127.0.0.1:{ports['sales']}/sales/v1/customer-lifetime-value"
+        assert httpx.get(clv_url).status_code == 401
+        clv = httpx.get(clv_url, params={"select": "customer_id", "limit": "100"}, headers=auth)
         assert clv.status_code == 200
         assert len(clv.json()) == 15
-        leads = httpx.get(f"http://127.0.0.1:{ports['marketing']}/marketing/v1/leads")
+        leads = httpx.get(f"http://127.0.0.1:{ports['marketing']}/marketing/v1/leads", headers=auth)
         assert len(leads.json()) == 15
+        roi = httpx.get(f"http://127.0.0.1:{ports['mesh']}/mesh/v1/campaign-roi", headers=auth)
+        assert roi.status_code == 200
+        assert len(roi.json()) == 8
         ready = httpx.get(f"http://127.0.0.1:{ports['mesh']}/mesh/readyz")
         assert ready.json() == {"ready": True, "domains": {"sales": "ready", "marketing": "ready"}}
     finally:

@@ -26,6 +26,7 @@ from services import domain
 from shared.app import create_domain_app
 from shared.products import ColumnType, Product
 from shared.settings import MeshSettings
+from tests.conftest import ADMIN
 
 Row = dict[str, Any]
 
@@ -341,7 +342,9 @@ async def small_pages(database_urls: dict[str, str]) -> AsyncIterator[httpx.Asyn
     app = create_domain_app(domain("sales"), database_url=database_urls["sales"], settings=settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=ADMIN
+        ) as client:
             yield client
 
 

@@ -13,7 +13,7 @@ from asgi_lifespan import LifespanManager
 from services import DOMAINS, domain, sample
 from shared.app import create_domain_app
 from shared.metadata import recency_columns
-from tests.conftest import AS_OF, create_database, mesh_client
+from tests.conftest import ADMIN, AS_OF, create_database, mesh_client
 from tests.postgres import PostgresServer
 from tests.servers import served
 
@@ -96,7 +96,9 @@ async def fresh_sales(fresh_sales_url: str) -> AsyncIterator[tuple[httpx.AsyncCl
     app = create_domain_app(domain("sales"), database_url=url)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=ADMIN
+        ) as client:
             yield client, url
 
 

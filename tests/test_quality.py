@@ -42,7 +42,7 @@ from shared.quality import (
 )
 from shared.quality_api import quality_schedule
 from shared.settings import MeshSettings
-from tests.conftest import AS_OF, create_database
+from tests.conftest import ADMIN, AS_OF, create_database
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -459,7 +459,9 @@ async def sales_service(
     app = create_domain_app(domain("sales"), database_url=http_database, settings=settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=ADMIN
+        ) as client:
             yield client
 
 
@@ -627,7 +629,9 @@ async def test_the_service_runs_the_checks_on_schedule(schedule_database: str) -
     app = create_domain_app(domain("marketing"), database_url=schedule_database, settings=settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=ADMIN
+        ) as client:
 
             async def two_runs() -> bool:
                 runs = (await client.get("/marketing/v1/quality/runs")).json()

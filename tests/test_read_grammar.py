@@ -23,6 +23,7 @@ from psycopg import sql
 from services import domain
 from shared.app import create_domain_app
 from shared.query import parse_read
+from tests.conftest import ADMIN
 from tests.servers import served
 
 Row = dict[str, Any]
@@ -626,7 +627,7 @@ def test_postgrest_client_reads_our_products(sales_http: str, tables: Tables) ->
     clv = ordered(
         tables["customer_lifetime_value"], [("lifetime_value", True, None)], "customer_id"
     )
-    with SyncPostgrestClient(f"{sales_http}/sales/v1") as client:
+    with SyncPostgrestClient(f"{sales_http}/sales/v1", headers=ADMIN) as client:
         top = (
             client.from_("customer-lifetime-value")
             .select("customer_id,lifetime_value")
@@ -692,7 +693,7 @@ def test_postgrest_client_reads_our_products(sales_http: str, tables: Tables) ->
         assert counted.data == [{"customer_id": 1}, {"customer_id": 7}]
 
     # values with commas, quoted by the client
-    with SyncPostgrestClient(f"{sales_http}/sales/v1") as client:
+    with SyncPostgrestClient(f"{sales_http}/sales/v1", headers=ADMIN) as client:
         described = (
             client.from_("products")
             .select("product_id")

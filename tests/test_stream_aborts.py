@@ -6,11 +6,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.conftest import ADMIN
+
 
 @pytest.mark.parametrize("fmt", ["arrow", "ndjson", "parquet", "csv"])
 async def test_reads_after_an_aborted_stream_succeed(domain_urls: dict[str, str], fmt: str) -> None:
     base = domain_urls["marketing"]
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=ADMIN) as client:
         for _ in range(3):  # more aborted reads than a single pooled connection
             async with client.stream(
                 "GET", f"{base}/marketing/v1/website-traffic", params={"format": fmt}

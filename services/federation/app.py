@@ -8,16 +8,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.federation.catalog import catalog, metric_entry, quality_overview
 from services.federation.compute import compute
-from services.federation.fetch import DomainRegistry, Period
+from services.federation.fetch import DomainRegistry, Period, ServiceToken
 from services.federation.metrics import METRICS, Metric
 from services.federation.settings import FederationSettings
 from shared.api import Handler, add_read_routes, parse_request, respond
 from shared.app import service_app
+from shared.auth import AuthSettings, require
 from shared.errors import InvalidValue, ServiceUnavailable, UnknownProduct
 from shared.settings import MeshSettings
 from shared.tables import TableRows
@@ -68,11 +69,14 @@ def parse_period(params: list[tuple[str, str]]) -> tuple[Period, list[tuple[str,
 
 
 def create_app(
-    settings: FederationSettings | None = None, mesh_settings: MeshSettings | None = None
+    settings: FederationSettings | None = None,
+    mesh_settings: MeshSettings | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     """The mesh app, federating the domains named in its settings."""
     settings = settings or FederationSettings()
     mesh_settings = mesh_settings or MeshSettings()
+    auth = auth or AuthSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,7 +84,7 @@ def create_app(
             settings.read_timeout_seconds, connect=settings.connect_timeout_seconds
         )
         async with httpx.AsyncClient(timeout=timeout) as client:
-            app.state.registry = DomainRegistry(settings, client)
+            app.state.registry = DomainRegistry(settings, client, ServiceToken(settings, auth))
             yield
 
     app = service_app(
@@ -91,6 +95,7 @@ def create_app(
         "PostgREST grammar, JSON/CSV/NDJSON/Arrow/Parquet, problem+json errors. A domain that "
         "is down answers 503 naming it; one that is too slow, 504.",
         lifespan=lifespan,
+        auth=auth,
     )
 
     def registry() -> DomainRegistry:
@@ -157,7 +162,7 @@ def create_app(
     router.add_api_route(
         "/mesh/v1/{name}", unknown_metric, methods=["GET"], include_in_schema=False
     )
-    app.include_router(router)
+    app.include_router(router, dependencies=[Depends(require("mesh:read"))])
     return app
 
 

@@ -13,6 +13,7 @@ import httpx
 import pyarrow as pa
 
 from services.federation.settings import FederationSettings
+from shared.auth import AuthSettings, mint_token
 from shared.errors import GatewayTimeout, ServiceUnavailable
 
 _ARROW = "application/vnd.apache.arrow.stream"
@@ -37,12 +38,48 @@ class Input:
         return f"{self.domain}/{self.product}"
 
 
+class ServiceToken:
+    """The mesh's own token for reading the domains: MESH_SERVICE_TOKEN if set, else minted
+    from the local signing secret with read scopes only (never pii), renewed before it expires."""
+
+    _TTL = dt.timedelta(hours=1)
+
+    def __init__(self, settings: FederationSettings, auth: AuthSettings):
+        self._configured = settings.service_token
+        self._secret = auth.secret()
+        self._auth = auth
+        self._scopes = tuple(f"{name}:read" for name in settings.domains)
+        self._token: str | None = None
+        self._renew_at = 0.0
+
+    def header(self) -> dict[str, str]:
+        """The Authorization header of the mesh's requests to the domains."""
+        if self._configured:
+            return {"Authorization": f"Bearer {self._configured.get_secret_value()}"}
+        if self._secret is None:
+            return {}
+        if self._token is None or time.monotonic() >= self._renew_at:
+            self._token = mint_token(
+                self._secret,
+                self._scopes,
+                ttl=self._TTL,
+                subject="mesh",
+                issuer=self._auth.jwt_issuer,
+                audience=self._auth.jwt_audience,
+            )
+            self._renew_at = time.monotonic() + self._TTL.total_seconds() / 2
+        return {"Authorization": f"Bearer {self._token}"}
+
+
 class DomainRegistry:
     """The domains the mesh federates: their base URLs and their published products."""
 
-    def __init__(self, settings: FederationSettings, client: httpx.AsyncClient):
+    def __init__(
+        self, settings: FederationSettings, client: httpx.AsyncClient, token: ServiceToken
+    ):
         self.settings = settings
         self.client = client
+        self.token = token
         self._paths: dict[str, tuple[float, dict[str, str]]] = {}
 
     async def product_path(self, domain: str, product: str) -> str:
@@ -97,7 +134,9 @@ class DomainRegistry:
             )
         try:
             response = await self.client.get(
-                base + path, params=httpx.QueryParams(list(params)), headers={"Accept": accept}
+                base + path,
+                params=httpx.QueryParams(list(params)),
+                headers={"Accept": accept, **self.token.header()},
             )
         except httpx.TimeoutException:
             raise GatewayTimeout(

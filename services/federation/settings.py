@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,3 +21,6 @@ class FederationSettings(BaseSettings):
     connect_timeout_seconds: float = Field(2.0, gt=0)
     read_timeout_seconds: float = Field(30.0, gt=0)
     discovery_ttl_seconds: float = Field(60.0, ge=0)
+    service_token: SecretStr | None = Field(
+        None, description="The mesh's token for the domains (else minted from the local secret)."
+    )
