@@ -26,6 +26,7 @@ from shared.checks import (
     Unique,
 )
 from shared.errors import NotAcceptable, UnknownProduct
+from shared.formats import accepted_media
 from shared.products import Classification, Column, ColumnType, Domain, Product
 from shared.values import sql_type
 
@@ -484,20 +485,8 @@ def negotiate_contract(format_parameter: str | None, accept: str | None) -> str:
         return chosen
     if not accept:
         return "yaml"
-    offers: list[tuple[float, int, str]] = []
-    for position, part in enumerate(accept.split(",")):
-        media, *params = (p.strip() for p in part.split(";"))
-        quality = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        offers.append((quality, -position, media.lower()))
-    for quality, _, media in sorted(offers, reverse=True):
-        if quality > 0 and media in _MEDIA:
+    for media in accepted_media(accept):
+        if media in _MEDIA:
             return _MEDIA[media]
     raise NotAcceptable(
         f"None of the media types in Accept '{accept}' is available for a contract; "

@@ -57,6 +57,23 @@ _ACCEPTED: dict[str, Format] = {
 STREAMING = (Format.CSV, Format.NDJSON, Format.ARROW, Format.PARQUET)
 
 
+def accepted_media(accept: str) -> list[str]:
+    """The media types of an Accept header, most preferred first (q=0 left out)."""
+    offers: list[tuple[float, int, str]] = []
+    for position, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        offers.append((quality, -position, media.lower()))
+    return [media for quality, _, media in sorted(offers, reverse=True) if quality > 0]
+
+
 def negotiate(format_parameter: str | None, accept: str | None) -> Format:
     """The format asked for by ?format= (first) or by the Accept header, else JSON."""
     if format_parameter is not None:
@@ -73,20 +90,8 @@ def negotiate(format_parameter: str | None, accept: str | None) -> Format:
         return chosen
     if not accept:
         return Format.JSON
-    offers: list[tuple[float, int, str]] = []
-    for position, part in enumerate(accept.split(",")):
-        media, *params = (p.strip() for p in part.split(";"))
-        quality = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        offers.append((quality, -position, media.lower()))
-    for quality, _, media in sorted(offers, reverse=True):
-        if quality > 0 and media in _ACCEPTED:
+    for media in accepted_media(accept):
+        if media in _ACCEPTED:
             return _ACCEPTED[media]
     raise NotAcceptable(
         f"None of the media types in Accept '{accept}' is available; supported: "
