@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import typer
@@ -22,12 +23,13 @@ import typer
 from services import DOMAINS, domain, sample
 from shared import migrations
 from shared.auth import PERSONAS, AuthSettings, ensure_secret, known_scopes, mint_token
-from shared.db import connect
+from shared.db import connect, grant_service_role, role_of, service_role
 from shared.embedded import EmbeddedPostgres
 from shared.products import Domain
+from shared.pseudonym import PseudonymSettings, ensure_pseudonym_secret
 from shared.quality import Outcome, QualityRun, run_quality
 from shared.sample_data import load_if_empty
-from shared.settings import MeshSettings, database_url_for
+from shared.settings import MeshSettings, database_url_for, migration_database_url_for
 
 cli = typer.Typer(
     help="DataMesh: domain data products over REST, joined by the mesh.", no_args_is_help=True
@@ -49,11 +51,36 @@ AsOf = Annotated[
 
 @dataclass
 class DomainDatabase:
-    """Where a domain's database is, and the embedded server behind it if we started one."""
+    """Where a domain's database is: the URL its service connects with (a role that reads and
+    writes data only), the URL migrations use (the schema owner), and the embedded server
+    behind them if we started one."""
 
     name: str
     url: str
     server: EmbeddedPostgres | None
+    migration_url: str
+
+    def migrate(self) -> None:
+        """Migrate as the owner, then grant the service's role what it needs, nothing more."""
+        migrations.upgrade(self.name, self.migration_url)
+        role = role_of(self.url)
+        if role is None or role == role_of(self.migration_url):
+            return  # one URL for both: the service runs as the owner (see docs/security.md)
+        if self.server:
+            password: str | None = self.server.role_password(role)
+        else:  # created with the password of the service's URL if it does not exist yet
+            given = urlsplit(self.url).password
+            password = unquote(given) if given else None
+        asyncio.run(
+            grant_service_role(
+                self.migration_url,
+                role,
+                domain=self.name,
+                password=password,
+                set_password=self.server is not None,
+                statement_timeout_ms=MeshSettings().statement_timeout_ms,
+            )
+        )
 
 
 def _as_of(value: str | None) -> dt.date:
@@ -73,11 +100,17 @@ def _start_databases(data_dir: Path, names: tuple[str, ...] = DOMAINS) -> list[D
         for name in names:
             url = database_url_for(name)
             if url:
-                started.append(DomainDatabase(name, url, None))
+                migration_url = migration_database_url_for(name) or url
+                started.append(DomainDatabase(name, url, None, migration_url))
                 continue
             server = EmbeddedPostgres(data_dir / "postgres", name)
             server.start((domain(name).database,))
-            started.append(DomainDatabase(name, server.url(domain(name).database), server))
+            database = domain(name).database
+            started.append(
+                DomainDatabase(
+                    name, server.url(database, service_role(name)), server, server.url(database)
+                )
+            )
     except BaseException:
         _stop_databases(started)
         raise
@@ -92,9 +125,9 @@ def _stop_databases(databases: list[DomainDatabase]) -> None:
 
 def _prepare(databases: list[DomainDatabase], as_of: dt.date) -> None:
     for database in databases:
-        migrations.upgrade(database.name, database.url)
+        database.migrate()
         rows = sample(database.name)(as_of)
-        loaded = asyncio.run(load_if_empty(domain(database.name), database.url, rows))
+        loaded = asyncio.run(load_if_empty(domain(database.name), database.migration_url, rows))
         state = f"loaded sample data as of {as_of}" if loaded else "kept existing data"
         typer.echo(f"  {database.name:<10} migrated; {state}")
 
@@ -132,10 +165,13 @@ def up(
         env = dict(os.environ)
         for database in databases:
             env[f"{database.name.upper()}_DATABASE_URL"] = database.url
+            env.pop(f"{database.name.upper()}_MIGRATION_DATABASE_URL", None)  # the owner's
         env["MESH_DOMAINS"] = "{" + ", ".join(f'"{n}": "{base[n]}"' for n in DOMAINS) + "}"
         auth = AuthSettings(data_dir=root)
         if not (auth.jwt_secret or auth.jwt_secret_file or auth.jwks_url or auth.jwks_file):
             env["DATAMESH_JWT_SECRET_FILE"] = str(ensure_secret(root))
+        if not PseudonymSettings(data_dir=root).configured():  # email_key's, mesh-wide
+            env["DATAMESH_PSEUDONYM_SECRET_FILE"] = str(ensure_pseudonym_secret(root))
         admin_token = _local_token(AuthSettings(data_dir=root), PERSONAS["admin"], "admin", "8h")
         apps = {name: f"services.{name}.app:app" for name in DOMAINS} | {
             "mesh": "services.federation.app:app"
@@ -151,6 +187,9 @@ def up(
                     host,
                     "--port",
                     str(ports[name]),
+                    # uvicorn's own access line has the query string (PII filter values);
+                    # the services log their own, with parameter names only
+                    "--no-access-log",
                 ],
                 env=env,
                 start_new_session=True,
@@ -292,7 +331,7 @@ def migrate(data_dir: DataDir = None) -> None:
     databases = _start_databases((data_dir or MeshSettings().data_dir).resolve())
     try:
         for database in databases:
-            migrations.upgrade(database.name, database.url)
+            database.migrate()
             typer.echo(f"{database.name}: migrated to {migrations.head_revision(database.name)}")
     finally:
         _stop_databases(databases)
@@ -406,7 +445,7 @@ def quality(
     runs: dict[str, QualityRun] = {}
     try:
         for database in databases:
-            migrations.upgrade(database.name, database.url)
+            database.migrate()
             runs[database.name] = asyncio.run(_run_quality(domain(database.name), database.url))
     finally:
         _stop_databases(databases)

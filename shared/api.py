@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from shared.auth import principal_of
 from shared.db import Database
 from shared.errors import NotAcceptable, NotFound, UnknownParameter, UnknownProduct
 from shared.formats import MEDIA_TYPES, Format, RowSource, encode_json_array, negotiate
-from shared.products import Domain, Product
-from shared.query import OPERATORS, Filter, ReadQuery, parse_read
+from shared.products import Column, Domain, Product
+from shared.pseudonym import PseudonymKey, PseudonymSettings
+from shared.query import OPERATORS, Filter, PiiAccess, ReadQuery, parse_read
 from shared.reads import DatabaseRows
 from shared.settings import MeshSettings
 from shared.values import json_schema, parse_value
 
 _COUNT_MODES = ("exact", "planned", "estimated")
+MASKED_COLUMNS = "Masked-Columns"  # the response header naming the columns read masked
 
 
 def product_path(service: str, product: Product) -> str:
@@ -66,22 +69,38 @@ class ReadRequest:
     count_mode: str | None
 
 
+def pii_access(request: Request, pii_scope: str | None) -> PiiAccess:
+    """Whether the request's verified caller reads PII in clear: it holds `pii_scope`."""
+    if pii_scope is None:
+        return PiiAccess.masked()
+    return PiiAccess(pii_scope, principal_of(request).allows(pii_scope))
+
+
 def parse_request(
     request: Request,
     product: Product,
     settings: MeshSettings,
     *,
+    pii_scope: str | None,
     params: list[tuple[str, str]] | None = None,
 ) -> ReadRequest:
-    """Parse a read of the product (its query parameters, Accept and Prefer headers)."""
+    """Parse a read of the product (its query parameters, Accept and Prefer headers). PII
+    columns are masked unless the caller holds `pii_scope` (None: masked for everyone)."""
     fmt = negotiate(request.query_params.get("format"), request.headers.get("accept"))
     paged = fmt in (Format.JSON, Format.OBJECT)
     query = parse_read(
         product,
         request.query_params.multi_items() if params is None else params,
         max_limit=settings.max_page_size if paged else None,
+        pii=pii_access(request, pii_scope),
     )
     return ReadRequest(fmt, query, _prefer_count(request))
+
+
+def masked_header(query: ReadQuery) -> dict[str, str]:
+    """`Masked-Columns: email, phone`: the selected columns answered masked (null), if any."""
+    masked = query.masked_columns
+    return {MASKED_COLUMNS: ", ".join(masked)} if masked else {}
 
 
 async def respond(
@@ -89,7 +108,7 @@ async def respond(
 ) -> Response:
     """The HTTP answer to a read: a JSON page with its headers, or a streamed format."""
     query, fmt, count_mode = read.query, read.fmt, read.count_mode
-    headers: dict[str, str] = {}
+    headers = masked_header(query)
     if count_mode:
         headers["Preference-Applied"] = f"count={count_mode}"
     if fmt not in (Format.JSON, Format.OBJECT):
@@ -107,7 +126,7 @@ async def respond(
                 "A single JSON object was requested (Accept: application/vnd.pgrst.object+json) "
                 "but the read matches " + ("no rows." if not page.rows else "more than one row."),
             )
-        return Response(page.rows[0], media_type=MEDIA_TYPES[Format.OBJECT])
+        return Response(page.rows[0], media_type=MEDIA_TYPES[Format.OBJECT], headers=headers)
     if query.after is None or count_mode:
         span = f"{page.start}-{page.start + len(page.rows) - 1}" if page.rows else "*"
         headers["Content-Range"] = f"{span}/{'*' if page.total is None else page.total}"
@@ -116,20 +135,46 @@ async def respond(
     return Response(encode_json_array(page.rows), media_type="application/json", headers=headers)
 
 
+def pii_scope(domain: Domain) -> str:
+    """The scope a caller needs to read the domain's PII columns in clear."""
+    return f"{domain.name}:pii"
+
+
 class ProductReader:
     """Answers reads of one domain's products from its database."""
 
-    def __init__(self, domain: Domain, database: Callable[[], Database], settings: MeshSettings):
+    def __init__(
+        self,
+        domain: Domain,
+        database: Callable[[], Database],
+        settings: MeshSettings,
+        pseudonyms: PseudonymSettings | None = None,
+    ):
         self.domain = domain
         self.database = database
         self.settings = settings
+        self._pseudonyms = pseudonyms
+        self.pseudonym: PseudonymKey | None = None
+
+    @property
+    def computes_pseudonyms(self) -> bool:
+        """Whether a product of the domain declares a pseudonymous (computed) column."""
+        return any(c.computed for p in self.domain.products for c in p.columns)
+
+    def start(self) -> None:
+        """Load the pseudonymisation key the domain's computed columns need (at startup: a
+        domain that needs one and has none refuses to start, saying why)."""
+        if self.computes_pseudonyms:
+            self.pseudonym = (self._pseudonyms or PseudonymSettings()).key()
+
+    def rows(self) -> DatabaseRows:
+        return DatabaseRows(self.database(), self.settings, self.pseudonym)
 
     async def read(self, request: Request, product: Product) -> Response:
-        """Rows of a product, filtered, ordered, paged and encoded as asked."""
-        read = parse_request(request, product, self.settings)
-        return await respond(
-            request, read, DatabaseRows(self.database(), self.settings), self.settings
-        )
+        """Rows of a product, filtered, ordered, paged and encoded as asked; PII columns
+        masked unless the caller holds the domain's pii scope."""
+        read = parse_request(request, product, self.settings, pii_scope=pii_scope(self.domain))
+        return await respond(request, read, self.rows(), self.settings)
 
     async def read_one(self, request: Request, product: Product, key: str) -> Response:
         """One row of a table by its key, as a JSON object."""
@@ -146,21 +191,34 @@ class ProductReader:
                     f"Parameter '{name}' is not accepted when reading one row; use select or format.",
                     parameter=name,
                 )
-        query = parse_read(product, params, max_limit=None)
+        query = parse_read(
+            product, params, max_limit=None, pii=pii_access(request, pii_scope(self.domain))
+        )
         column = product.column(product.key[0])
         assert column is not None
         value = parse_value(column, key, parameter=column.name)
         query.filters.append(Filter(column, "eq", value, negated=False))
-        page = await DatabaseRows(self.database(), self.settings).page(query, 1, None)
+        page = await self.rows().page(query, 1, None)
         rows = page.rows
         if not rows:
             raise NotFound(
                 f"No {product.name} row has {column.name} = {key}.", product=product.name, key=key
             )
-        return Response(rows[0], media_type="application/json")
+        return Response(rows[0], media_type="application/json", headers=masked_header(query))
 
 
-def _openapi_parameters(product: Product) -> list[dict[str, Any]]:
+def _pii_note(column: Column, pii_scope: str | None) -> str:
+    if not column.is_pii:
+        return ""
+    if pii_scope is None:
+        return " PII: always masked (null)."
+    return (
+        f" PII: masked (null) unless the token carries `{pii_scope}`; filtering or sorting on "
+        "it without that scope is a 403."
+    )
+
+
+def _openapi_parameters(product: Product, pii_scope: str | None) -> list[dict[str, Any]]:
     grammar = (
         "PostgREST filter `<operator>.<value>`, operators: "
         + ", ".join(f"`{o}`" for o in OPERATORS)
@@ -200,18 +258,26 @@ def _openapi_parameters(product: Product) -> list[dict[str, Any]]:
                     "name": column.name,
                     "in": "query",
                     "required": False,
-                    "description": f"{column.description} {grammar}",
+                    "description": f"{column.description}{_pii_note(column, pii_scope)} {grammar}",
                     "schema": {"type": "string"},
                 }
             )
     return parameters
 
 
-def _row_schema(product: Product) -> dict[str, Any]:
+def _column_schema(column: Column, pii_scope: str | None) -> dict[str, Any]:
+    if not column.is_pii:
+        return json_schema(column)
+    schema = json_schema(replace(column, nullable=True))  # masked: null
+    schema["description"] += _pii_note(column, pii_scope)
+    return schema
+
+
+def _row_schema(product: Product, pii_scope: str | None) -> dict[str, Any]:
     return {
         "type": "object",
         "title": product.name,
-        "properties": {c.name: json_schema(c) for c in product.columns},
+        "properties": {c.name: _column_schema(c, pii_scope) for c in product.columns},
         "required": list(product.column_names),
     }
 
@@ -229,8 +295,10 @@ _PROBLEM = {
 }
 
 
-def _responses(product: Product, *, many: bool) -> dict[int | str, dict[str, Any]]:
-    row = _row_schema(product)
+def _responses(
+    product: Product, pii_scope: str | None, *, many: bool
+) -> dict[int | str, dict[str, Any]]:
+    row = _row_schema(product, pii_scope)
     content: dict[str, Any] = {
         "application/json": {"schema": {"type": "array", "items": row} if many else row}
     }
@@ -239,9 +307,26 @@ def _responses(product: Product, *, many: bool) -> dict[int | str, dict[str, Any
             content[MEDIA_TYPES[fmt].split(";")[0]] = {
                 "schema": {"type": "string", "format": "binary"}
             }
+    ok: dict[str, Any] = {
+        "description": "Rows of the product." if many else "One row.",
+        "content": content,
+    }
+    if any(c.is_pii for c in product.columns):
+        ok["headers"] = {
+            MASKED_COLUMNS: {
+                "description": "The selected PII columns answered masked (null), comma-separated; "
+                "absent when none is.",
+                "schema": {"type": "string"},
+            }
+        }
     return {
-        200: {"description": "Rows of the product." if many else "One row.", "content": content},
+        200: ok,
         400: {"description": "A parameter is malformed or unknown.", "content": _PROBLEM},
+        403: {
+            "description": "The token lacks a scope: the product's, or (a filter or order on a "
+            "PII column, code `pii_column`) the domain's pii scope.",
+            "content": _PROBLEM,
+        },
         404: {"description": "No such product or row.", "content": _PROBLEM},
         406: {
             "description": "The Accept header asks for no supported format.",
@@ -251,7 +336,7 @@ def _responses(product: Product, *, many: bool) -> dict[int | str, dict[str, Any
     }
 
 
-def _describe(product: Product, origin: str) -> str:
+def _describe(product: Product, origin: str, pii_scope: str | None) -> str:
     lines = [product.description, "", f"Source: {origin}; key: {', '.join(product.key)}."]
     if product.definition:
         lines += ["", f"Definition: {product.definition}"]
@@ -260,6 +345,15 @@ def _describe(product: Product, origin: str) -> str:
         f"| {c.name} | {c.type}{' (nullable)' if c.nullable else ''} | {c.classification} | {c.description} |"
         for c in product.columns
     ]
+    pii = [c.name for c in product.columns if c.is_pii]
+    if pii:
+        clear = f"unless the token carries `{pii_scope}`" if pii_scope else "always"
+        lines += [
+            "",
+            f"PII columns ({', '.join(pii)}) are masked (null) {clear}; the `{MASKED_COLUMNS}` "
+            "response header lists the masked columns, and a filter or order on one of them "
+            "without the scope is a 403 (`pii_column`).",
+        ]
     return "\n".join(lines)
 
 
@@ -293,8 +387,15 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def product_router(domain: Domain, reader: ProductReader) -> APIRouter:
-    """The routes of every declared product, with their OpenAPI descriptions."""
-    router = APIRouter()
+    """The routes of every declared product, with their OpenAPI descriptions (the app that
+    includes it loads the reader's pseudonymisation key at startup)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reader.start()
+        yield
+
+    router = APIRouter(lifespan=lifespan)
     prefix = f"/{domain.name}"
 
     async def list_products(request: Request) -> JSONResponse:
@@ -331,7 +432,7 @@ def _add_product(
     async def read(request: Request) -> Response:
         return await reader.read(request, product)
 
-    add_read_routes(router, domain.name, product, read)
+    add_read_routes(router, domain.name, product, read, pii_scope=pii_scope(domain))
     path = product_path(domain.name, product)
     title = product.name.replace("-", " ").capitalize()
     if product.is_table and len(product.key) == 1:
@@ -359,7 +460,7 @@ def _add_product(
                     },
                 ]
             },
-            responses=_responses(product, many=False),
+            responses=_responses(product, pii_scope(domain), many=False),
             response_class=Response,
         )
 
@@ -373,13 +474,15 @@ def add_read_routes(
     origin: str | None = None,
     parameters: tuple[dict[str, Any], ...] = (),
     notes: str = "",
+    pii_scope: str | None = None,
 ) -> None:
     """A product's versioned read route and its un-versioned alias, documented from its
-    declaration (plus any service-specific origin, parameters and notes)."""
+    declaration (plus any service-specific origin, parameters and notes, and the scope that
+    reads its PII columns in clear)."""
     title = product.name.replace("-", " ").capitalize()
     if origin is None:
         origin = f"{'table' if product.is_table else 'analytics view'} `{product.source}`"
-    description = _describe(product, origin) + (f"\n\n{notes}" if notes else "")
+    description = _describe(product, origin, pii_scope) + (f"\n\n{notes}" if notes else "")
     current = f"/{service}/{product.name}"
     for route, visible in ((product_path(service, product), True), (current, False)):
         router.add_api_route(
@@ -390,8 +493,8 @@ def add_read_routes(
             summary=f"Read {title}",
             description=description,
             tags=[product.name],
-            openapi_extra={"parameters": [*_openapi_parameters(product), *parameters]},
-            responses=_responses(product, many=True),
+            openapi_extra={"parameters": [*_openapi_parameters(product, pii_scope), *parameters]},
+            responses=_responses(product, pii_scope, many=True),
             response_class=Response,
             include_in_schema=visible,
         )

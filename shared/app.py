@@ -13,6 +13,7 @@ from shared.auth import AuthSettings, TokenVerifier, require
 from shared.contracts import contract_router
 from shared.db import Database
 from shared.errors import ServiceUnavailable, install_problem_handlers
+from shared.hygiene import install_hygiene
 from shared.metadata import metadata_router
 from shared.products import Domain
 from shared.quality import latest_scores
@@ -29,9 +30,11 @@ def service_app(
     *,
     lifespan: Lifespan,
     auth: AuthSettings | None = None,
+    settings: MeshSettings | None = None,
 ) -> FastAPI:
-    """A FastAPI app under /<name>, with its docs, OpenAPI, problem+json errors and a token
-    verifier (created at startup: a service without a token key refuses to start)."""
+    """A FastAPI app under /<name>, with its docs, OpenAPI, problem+json errors, a token
+    verifier (created at startup: a service without a token key refuses to start) and the
+    request hygiene of shared.hygiene (rate limit, body cap, CORS, headers, access log)."""
 
     @asynccontextmanager
     async def with_tokens(app: FastAPI) -> AsyncIterator[None]:
@@ -50,6 +53,7 @@ def service_app(
         swagger_ui_parameters={"persistAuthorization": True},
     )
     install_problem_handlers(app)
+    install_hygiene(app, name, settings or MeshSettings())
 
     @app.get(f"/{name}/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -93,6 +97,7 @@ def create_domain_app(
         "domain, read with PostgREST's grammar, in JSON, CSV, NDJSON, Arrow or Parquet.",
         lifespan=lifespan,
         auth=auth,
+        settings=settings,
     )
 
     def database() -> Database:

@@ -8,8 +8,10 @@ that `datamesh up` manages), or RS256/ES256 from a JWKS (URL or file) of an iden
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,8 +21,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.concurrency import run_in_threadpool
 
-from shared.errors import Problem
+from shared.errors import Problem, ServiceUnavailable
 
 ADMIN = "admin"
 PERSONAS: dict[str, tuple[str, ...]] = {
@@ -29,6 +32,10 @@ PERSONAS: dict[str, tuple[str, ...]] = {
     "marketing_analyst": ("marketing:read", "mesh:read"),
 }
 SECRET_FILE = "jwt-secret"
+MIN_SECRET_LENGTH = 32
+# where `require` keeps the verified principal: the request's own ASGI scope, never the
+# lifespan state (`request.state`), which some servers and test harnesses share between requests
+_PRINCIPAL_KEY = "datamesh.principal"
 
 
 def known_scopes(domains: tuple[str, ...]) -> tuple[str, ...]:
@@ -65,8 +72,10 @@ class AuthSettings(BaseSettings):
                 "DATAMESH_JWT_SECRET or DATAMESH_JWT_SECRET_FILE (HS256), or DATAMESH_JWKS_URL or "
                 "DATAMESH_JWKS_FILE (RS256/ES256)"
             )
-        if self.jwt_secret and len(self.jwt_secret.get_secret_value()) < 32:
-            raise ValueError("DATAMESH_JWT_SECRET must be at least 32 characters long")
+        if self.jwt_secret and len(self.jwt_secret.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"DATAMESH_JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters long"
+            )
         return self
 
     def secret(self) -> str | None:
@@ -77,17 +86,23 @@ class AuthSettings(BaseSettings):
         if path is None and self.env != "production" and not (self.jwks_url or self.jwks_file):
             path = self.data_dir / SECRET_FILE
         if path is not None and path.exists():
-            return path.read_text().strip()
+            return path.read_text().strip() or None
         return None
 
 
 def ensure_secret(data_dir: Path) -> Path:
     """The data directory's token secret, created (random, mode 0600) on first use."""
     path = data_dir / SECRET_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(48))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.read_text().strip():
+        if path.stat().st_mode & 0o077:  # readable by others: only its owner may read it
+            path.chmod(0o600)
+        return path
+    path.unlink(missing_ok=True)  # an empty file left by an interrupted first run
+    # created with mode 0600 and exclusively: never readable by others, not even for a moment
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_urlsafe(48))
     return path
 
 
@@ -126,13 +141,27 @@ class Principal:
         return ADMIN in self.scopes or scope in self.scopes
 
 
+def _quotable(text: str) -> str:
+    """Text safe inside a quoted header parameter (RFC 6750's error_description characters:
+    printable ASCII without `"` and `\\`): the token's own values may be anything."""
+    return re.sub(r"[^\x20\x21\x23-\x5b\x5d-\x7e]", "'", text)
+
+
+def _shown(value: Any) -> str:
+    """A value taken from an unverified token, shortened for a message."""
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 class Unauthorized(Problem):
     status = 401
     code = "unauthorized"
     title = "Unauthorized"
 
     def __init__(self, detail: str, *, error: str = "invalid_token"):
-        challenge = f'Bearer realm="datamesh", error="{error}", error_description="{detail}"'
+        challenge = (
+            f'Bearer realm="datamesh", error="{error}", error_description="{_quotable(detail)}"'
+        )
         if error == "missing_token":
             challenge = 'Bearer realm="datamesh"'
         super().__init__(detail, headers={"WWW-Authenticate": challenge})
@@ -168,8 +197,18 @@ class TokenVerifier:
 
     def __init__(self, settings: AuthSettings):
         self.settings = settings
+        configured = settings.jwt_secret_file
+        if configured is not None and not configured.is_file():
+            raise RuntimeError(f"DATAMESH_JWT_SECRET_FILE is {configured}, which is not a file.")
         self._secret = settings.secret()
-        self._jwks_client = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
+        if self._secret is not None and len(self._secret) < MIN_SECRET_LENGTH:
+            raise RuntimeError(
+                f"The token secret is shorter than {MIN_SECRET_LENGTH} characters; use a "
+                "random one (`datamesh up` creates one in the data directory)."
+            )
+        self._jwks_client = (
+            jwt.PyJWKClient(settings.jwks_url, timeout=5) if settings.jwks_url else None
+        )
         self._jwks = (
             jwt.PyJWKSet.from_json(settings.jwks_file.read_text()) if settings.jwks_file else None
         )
@@ -180,20 +219,36 @@ class TokenVerifier:
                 "which creates a secret in the data directory."
             )
 
+    @property
+    def fetches_keys(self) -> bool:
+        """Whether verifying may fetch the JWKS over the network (so not on the event loop)."""
+        return self._jwks_client is not None
+
     def _key(self, token: str) -> tuple[Any, list[str]]:
         header = jwt.get_unverified_header(token)
         algorithm = header.get("alg")
         if algorithm in _HMAC_ALGORITHMS and self._secret:
             return self._secret, _HMAC_ALGORITHMS
         if algorithm in _KEY_ALGORITHMS and self._jwks_client:
-            return self._jwks_client.get_signing_key_from_jwt(token).key, _KEY_ALGORITHMS
+            jwk = self._jwks_client.get_signing_key_from_jwt(token)
+            if jwk.algorithm_name != algorithm:  # the key decides the algorithm, not the token
+                raise jwt.InvalidAlgorithmError(
+                    f"the key '{_shown(jwk.key_id)}' is for {jwk.algorithm_name}, not {algorithm}"
+                )
+            return jwk.key, [algorithm]
         if algorithm in _KEY_ALGORITHMS and self._jwks:
-            kid = header.get("kid")
-            for key in self._jwks.keys:
-                if kid is None or key.key_id == kid:
-                    return key.key, _KEY_ALGORITHMS
-            raise jwt.InvalidTokenError(f"no key with kid '{kid}' in the JWKS")
-        raise jwt.InvalidAlgorithmError(f"the algorithm '{algorithm}' is not accepted")
+            return self._jwk(header.get("kid"), algorithm).key, [algorithm]
+        raise jwt.InvalidAlgorithmError(f"the algorithm '{_shown(algorithm)}' is not accepted")
+
+    def _jwk(self, kid: Any, algorithm: str) -> jwt.PyJWK:
+        """The JWKS file's key with this kid (the first one if the token names none) for the
+        token's algorithm."""
+        assert self._jwks is not None
+        for key in self._jwks.keys:
+            if (kid is None or key.key_id == kid) and key.algorithm_name == algorithm:
+                return key
+        named = f" with kid '{_shown(kid)}'" if kid is not None else ""
+        raise jwt.InvalidTokenError(f"no {algorithm} key{named} in the JWKS")
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token, or a 401 saying what is wrong with it."""
@@ -210,6 +265,24 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("The token has expired.") from None
+        except jwt.InvalidSignatureError:
+            raise Unauthorized("The token's signature does not verify with the key.") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized(
+                f"The token is not for this service: its audience is not "
+                f"'{self.settings.jwt_audience}'."
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise Unauthorized(
+                f"The token is not from the expected issuer '{self.settings.jwt_issuer}'."
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthorized(f"The token has no '{exc.claim}' claim.") from None
+        except jwt.PyJWKClientConnectionError:
+            raise ServiceUnavailable(
+                "The identity provider's keys (DATAMESH_JWKS_URL) cannot be fetched; try again.",
+                headers={"Retry-After": "5"},
+            ) from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"The token is not valid: {exc}.") from None
         return Principal(subject=str(claims["sub"]), scopes=_scopes(claims))
@@ -221,16 +294,21 @@ _bearer = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    """The request's principal (cached on the request), or 401."""
-    cached: Principal | None = getattr(request.state, "principal", None)
+async def authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> Principal:
+    """The request's principal (cached in the request's own scope), or 401."""
+    cached = verified_principal(request.scope)
     if cached is not None:
         return cached
     if credentials is None:
         raise Unauthorized("This request needs a bearer token.", error="missing_token")
     verifier: TokenVerifier = request.app.state.token_verifier
-    principal = verifier.verify(credentials.credentials)
-    request.state.principal = principal
+    if verifier.fetches_keys:
+        principal = await run_in_threadpool(verifier.verify, credentials.credentials)
+    else:
+        principal = verifier.verify(credentials.credentials)
+    request.scope[_PRINCIPAL_KEY] = principal
     return principal
 
 
@@ -238,7 +316,7 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A route dependency: the caller must hold `scope` (401 without a valid token, else 403)."""
 
     async def dependency(request: Request, credentials: Credentials) -> Principal:
-        principal = authenticate(request, credentials)
+        principal = await authenticate(request, credentials)
         if not principal.allows(scope):
             raise Forbidden(scope)
         return principal
@@ -247,7 +325,16 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+def verified_principal(scope: MutableMapping[str, Any]) -> Principal | None:
+    """The principal verified for this request (its ASGI scope), if any: for middleware such
+    as the access log, after the response."""
+    principal: Principal | None = scope.get(_PRINCIPAL_KEY)
+    return principal
+
+
 def principal_of(request: Request) -> Principal:
     """The principal an earlier `require` dependency verified for this request."""
-    principal: Principal = request.state.principal
+    principal = verified_principal(request.scope)
+    if principal is None:
+        raise RuntimeError(f"no `require` dependency verified {request.url.path}")
     return principal

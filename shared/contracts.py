@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from fastapi import APIRouter, Query, Request, Response
 
-from shared.api import product_path
+from shared.api import pii_scope, product_path
 from shared.checks import (
     AcceptedValues,
     Check,
@@ -59,11 +59,6 @@ _READ_FORMATS = "JSON (default), CSV, NDJSON, Arrow IPC stream or Parquet"
 def contract_path(service: str, product: Product) -> str:
     """Where a domain serves the contract of one of its products."""
     return f"/{service}/v1/products/{product.name}/contract"
-
-
-def pii_scope(domain: Domain) -> str:
-    """The scope a caller needs to read the domain's PII columns in clear."""
-    return f"{domain.name}:pii"
 
 
 # --- quality rules ---------------------------------------------------------------------------
@@ -252,9 +247,20 @@ def quality_rule(product: Product, check: Check) -> tuple[str | None, dict[str, 
 def _property(
     domain: Domain, product: Product, column: Column, quality: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    prop: dict[str, Any] = {
-        "name": column.name,
-        "physicalName": column.name,
+    prop: dict[str, Any] = {"name": column.name}
+    if column.computed is None:
+        prop["physicalName"] = column.name
+    else:  # computed at read time from a stored column: no physical column of its own
+        source = column.computed.source
+        prop["transformSourceObjects"] = [f"{product.source}.{source}"]
+        prop["transformLogic"] = (
+            f"encode(hmac_sha256(pseudonymisation_secret, lower(btrim({source}))), 'hex')"
+        )
+        prop["transformDescription"] = (
+            f"HMAC-SHA256 (hex) of {source} trimmed and lower-cased, keyed by the mesh-wide "
+            "pseudonymisation secret: equal across domains, not reversible without the secret."
+        )
+    prop |= {
         "logicalType": LOGICAL_TYPES[column.type],
         "physicalType": sql_type(column),
         "description": column.description,

@@ -1,9 +1,11 @@
-"""A domain's database: one async SQLAlchemy engine on asyncpg, created in the app's lifespan."""
+"""A domain's database: one async SQLAlchemy engine on asyncpg, created in the app's lifespan;
+and the least-privileged role a service connects as."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import asyncpg
@@ -99,3 +101,84 @@ async def connect(url: str) -> asyncpg.Connection:
     """One connection outside any pool (the CLI, scripts), in UTC like the pooled ones."""
     plain = asyncpg_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
     return await asyncpg.connect(plain, server_settings={"timezone": "UTC"})
+
+
+def service_role(domain: str) -> str:
+    """The login role a domain's service connects as on servers DataMesh manages."""
+    return f"{domain}_service"
+
+
+def role_of(url: str) -> str | None:
+    """The user name in a postgresql:// URL."""
+    user = urlsplit(url).username
+    return unquote(user) if user else None
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def grant_service_role(
+    owner_url: str,
+    role: str,
+    *,
+    domain: str,
+    password: str | None = None,
+    set_password: bool = False,
+    statement_timeout_ms: int = 30_000,
+) -> None:
+    """Let `role` read and write the domain's data and nothing else: no DDL, no TRUNCATE, no
+    writes to the migration version table; a per-statement timeout on the role itself.
+
+    Run as the schema owner after every migration (idempotent): tables a later migration adds
+    are covered again, and by default privileges in between. A missing role is created with
+    `password` (if the owner may create roles); `set_password` also resets an existing one's
+    (servers DataMesh manages, whose password files are the truth)."""
+    conn = await connect(owner_url)
+    try:
+        async with conn.transaction():
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+            if not exists and password is None:
+                raise RuntimeError(
+                    f"The database role '{role}' does not exist: create it (LOGIN, no other "
+                    "attribute) or give its password in the service's database URL."
+                )
+            if not exists or (password is not None and set_password):
+                verb = "ALTER" if exists else "CREATE"
+                statement = await conn.fetchval(
+                    "SELECT format('%s ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text, "
+                    "$3::text)",
+                    verb,
+                    role,
+                    password,
+                )
+                await conn.execute(statement)
+            who = _ident(role)
+            database = _ident(await conn.fetchval("SELECT current_database()"))
+            versions = _ident(f"alembic_version_{domain}")
+            await conn.execute(
+                f"""
+                REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+                GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {who};
+                GRANT USAGE ON SCHEMA public TO {who};
+                GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {who};
+                GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {who};
+                ALTER DEFAULT PRIVILEGES IN SCHEMA public
+                    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {who};
+                ALTER DEFAULT PRIVILEGES IN SCHEMA public
+                    GRANT USAGE, SELECT ON SEQUENCES TO {who};
+                """
+            )
+            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"public.{versions}"):
+                await conn.execute(f"REVOKE INSERT, UPDATE, DELETE ON {versions} FROM {who}")
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        f"ALTER ROLE {who} SET statement_timeout = {int(statement_timeout_ms)}"
+                    )
+            except asyncpg.InsufficientPrivilegeError:
+                # an owner that may not alter roles: the pool still sets the timeout per
+                # connection (Database); a DBA can set it on the role
+                pass
+    finally:
+        await conn.close()

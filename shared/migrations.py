@@ -13,7 +13,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, async_engine_from_config
 
-from shared.settings import asyncpg_url, database_url_for
+from shared.settings import asyncpg_url, migration_database_url_for
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,9 +52,12 @@ def run_environment() -> None:
     """The body of every domain's env.py: migrate online, through asyncpg."""
     config = context.config
     domain = config.attributes.get("domain") or config.config_ini_section
-    url = config.attributes.get("url") or database_url_for(domain)
+    url = config.attributes.get("url") or migration_database_url_for(domain)
     if not url:
-        raise RuntimeError(f"no database for '{domain}': set {domain.upper()}_DATABASE_URL")
+        raise RuntimeError(
+            f"no database for '{domain}': set {domain.upper()}_MIGRATION_DATABASE_URL (the owner) or "
+            f"{domain.upper()}_DATABASE_URL"
+        )
     if context.is_offline_mode():
         context.configure(url=url, literal_binds=True, version_table=f"alembic_version_{domain}")
         with context.begin_transaction():

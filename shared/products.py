@@ -32,8 +32,24 @@ class Classification(StrEnum):
 
 
 @dataclass(frozen=True)
+class Pseudonym:
+    """How a computed column is derived: the HMAC-SHA256 (hex) of a stored text column,
+    trimmed of spaces and lower-cased, keyed by the mesh-wide pseudonymisation secret.
+
+    Equal values (ignoring case and surrounding spaces) get the same key in every domain, so
+    products can be joined on it; without the secret a key can be neither reversed nor
+    recomputed from a guessed value. Computed inside PostgreSQL at read time: the secret
+    never enters SQL text and the value never leaves the database in clear."""
+
+    source: str
+
+
+@dataclass(frozen=True)
 class Column:
-    """One column of a data product, as it appears in SQL and in every output format."""
+    """One column of a data product, as it appears in SQL and in every output format.
+
+    A column is stored in the product's table or view unless it is `computed`: then the
+    framework computes it from stored columns when it is selected or filtered on."""
 
     name: str
     type: ColumnType
@@ -45,6 +61,29 @@ class Column:
     precision: int = 14
     scale: int = 2
     unique: bool = False
+    computed: Pseudonym | None = None
+
+    @property
+    def is_pii(self) -> bool:
+        """Whether the column is masked for callers without the domain's pii scope."""
+        return self.classification is Classification.PII
+
+
+def pseudonymous_key(name: str, source: Column) -> Column:
+    """The pseudonymous join key of a stored PII text column (such as `email_key` of `email`):
+    readable without the pii scope, filterable, equal in every domain for equal values."""
+    return Column(
+        name,
+        ColumnType.TEXT,
+        f"Pseudonymous join key of {source.name}: HMAC-SHA256 (hex) of {source.name} trimmed "
+        "and lower-cased, keyed by the mesh-wide pseudonymisation secret. Equal for the same "
+        f"{source.name} in every domain (the mesh joins on it); {source.name} cannot be "
+        "recovered from it.",
+        classification=Classification.CONFIDENTIAL,
+        nullable=source.nullable,
+        sortable=False,
+        computed=Pseudonym(source.name),
+    )
 
 
 @dataclass(frozen=True)
@@ -72,6 +111,48 @@ class Product:
         checks = [c.name for c in self.checks]
         if len(set(checks)) != len(checks):
             raise ValueError(f"Product '{self.name}' declares a check twice: {checks}")
+        for name in self.key:  # a key is in every cursor and URL: never PII, always stored
+            column = self._by_name[name]
+            if column.is_pii or column.computed:
+                raise ValueError(
+                    f"Product '{self.name}' key column '{name}' is PII or computed; a key column "
+                    "must be a stored, non-PII column"
+                )
+        for column in self.columns:
+            if column.computed:
+                self._check_computed(column)
+        stored = {c.name for c in self.stored_columns}
+        for check in self.checks:
+            unstored = [c for c in check.checked_columns if c in names and c not in stored]
+            if unstored:
+                raise ValueError(
+                    f"Product '{self.name}' check '{check.name}' reads computed columns "
+                    f"{unstored}; checks run on stored columns only"
+                )
+
+    def _check_computed(self, column: Column) -> None:
+        assert column.computed is not None
+        source = self._by_name.get(column.computed.source)
+        if source is None or source.computed or source.type is not ColumnType.TEXT:
+            raise ValueError(
+                f"Product '{self.name}' column '{column.name}' is computed from "
+                f"'{column.computed.source}', which is not a stored text column of the product"
+            )
+        if column.type is not ColumnType.TEXT or column.sortable:
+            raise ValueError(
+                f"Product '{self.name}' computed column '{column.name}' must be text and "
+                "declared sortable=False (no index can serve an order on it)"
+            )
+        if column.nullable != source.nullable:
+            raise ValueError(
+                f"Product '{self.name}' computed column '{column.name}' is nullable exactly "
+                f"when '{source.name}' is"
+            )
+
+    @property
+    def stored_columns(self) -> tuple[Column, ...]:
+        """The columns of the source table or view (every column but the computed ones)."""
+        return tuple(c for c in self.columns if c.computed is None)
 
     @property
     def column_names(self) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -22,7 +22,8 @@ from shared.errors import (
     UnknownParameter,
 )
 from shared.products import Column, ColumnType, Product
-from shared.values import bind_type, format_value, parse_value
+from shared.pseudonym import PseudonymKey
+from shared.values import bind_type, format_value, parse_value, sql_type
 
 RESERVED = ("select", "order", "limit", "offset", "cursor", "format")
 _COMPARISONS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -32,10 +33,47 @@ _IS_VALUES = {"null": "NULL", "not_null": "NOT NULL", "true": "TRUE", "false": "
 _IS_VALUES["unknown"] = "UNKNOWN"
 
 
-class ForbiddenColumn(Problem):
+class PiiColumn(Problem):
+    """A filter or an order on a PII column by a caller who reads it masked: refused, so that
+    a masked value cannot be probed one comparison at a time."""
+
     status = 403
-    code = "forbidden_column"
-    title = "Column not permitted"
+    code = "pii_column"
+    title = "PII column not permitted"
+
+    def __init__(self, column: str, parameter: str, scope: str | None):
+        use = "an order" if parameter == "order" else "a filter"
+        detail = f"Column '{column}' is classified PII: {use} on it (parameter '{parameter}') "
+        headers: dict[str, str] = {}
+        if scope:
+            detail += (
+                f"needs the scope '{scope}', which the token does not carry; without it the "
+                "column is read masked (null)."
+            )
+            challenge = f'Bearer realm="datamesh", error="insufficient_scope", scope="{scope}"'
+            headers["WWW-Authenticate"] = challenge
+        else:
+            detail += "is not allowed: the column is always read masked (null)."
+        super().__init__(
+            detail,
+            headers=headers,
+            parameter=parameter,
+            column=column,
+            scope=scope,
+        )
+
+
+@dataclass(frozen=True)
+class PiiAccess:
+    """Whether the caller reads PII columns in clear, and the scope that would let it."""
+
+    scope: str | None  # e.g. sales:pii; None where no scope reads PII in clear
+    granted: bool = False
+
+    @classmethod
+    def masked(cls) -> PiiAccess:
+        """No one reads PII in clear (products without a pii scope, such as the mesh's)."""
+        return cls(None, False)
 
 
 def quote_ident(name: str) -> str:
@@ -85,6 +123,19 @@ class ReadQuery:
     offset: int = 0
     after: tuple[Any, ...] | None = None
     format: str | None = None
+    masked: frozenset[str] = frozenset()  # the product's PII columns this caller reads masked
+
+    @property
+    def masked_columns(self) -> tuple[str, ...]:
+        """The selected columns that are masked (the Masked-Columns header), in order."""
+        return tuple(c.name for c in self.columns if c.name in self.masked)
+
+    @property
+    def output_columns(self) -> tuple[Column, ...]:
+        """The selected columns as they are answered: a masked column is null, so nullable."""
+        return tuple(
+            replace(c, nullable=True) if c.name in self.masked else c for c in self.columns
+        )
 
     @property
     def keyset(self) -> tuple[OrderTerm, ...]:
@@ -107,10 +158,14 @@ class ReadQuery:
 
 
 def parse_read(
-    product: Product, params: list[tuple[str, str]], *, max_limit: int | None
+    product: Product, params: list[tuple[str, str]], *, max_limit: int | None, pii: PiiAccess
 ) -> ReadQuery:
-    """Parse PostgREST-style query parameters against the product's declaration."""
-    query = ReadQuery(product=product, columns=product.columns)
+    """Parse PostgREST-style query parameters against the product's declaration.
+
+    Without `pii.granted`, the product's PII columns are masked and a filter or an order on
+    one of them is a 403 naming it."""
+    masked = frozenset() if pii.granted else frozenset(c.name for c in product.columns if c.is_pii)
+    query = ReadQuery(product=product, columns=product.columns, masked=masked)
     cursor: str | None = None
     seen: dict[str, str] = {}
     for name, raw in params:
@@ -125,7 +180,7 @@ def parse_read(
         if name == "select":
             query.columns = _parse_select(product, raw)
         elif name == "order":
-            query.order = _parse_order(product, raw)
+            query.order = _parse_order(product, raw, pii)
         elif name == "limit":
             query.limit = _parse_count(name, raw)
             if max_limit is not None and query.limit > max_limit:
@@ -142,7 +197,7 @@ def parse_read(
         elif name == "format":
             query.format = raw
         else:
-            query.filters.append(_parse_filter(product, name, raw))
+            query.filters.append(_parse_filter(product, name, raw, pii))
     if cursor is not None:
         if query.offset:
             raise InvalidValue(
@@ -185,11 +240,17 @@ def _parse_select(product: Product, raw: str) -> tuple[Column, ...]:
     return tuple(columns)
 
 
-def _parse_order(product: Product, raw: str) -> tuple[OrderTerm, ...]:
+def _refuse_masked(column: Column, parameter: str, pii: PiiAccess) -> None:
+    if column.is_pii and not pii.granted:
+        raise PiiColumn(column.name, parameter, pii.scope)
+
+
+def _parse_order(product: Product, raw: str, pii: PiiAccess) -> tuple[OrderTerm, ...]:
     terms: list[OrderTerm] = []
     for part in raw.split(","):
         name, *modifiers = part.strip().split(".")
         column = _column(product, name, parameter="order")
+        _refuse_masked(column, "order", pii)
         if not column.sortable:
             sortable = ", ".join(c.name for c in product.columns if c.sortable)
             raise InvalidValue(
@@ -229,7 +290,7 @@ def _parse_count(name: str, raw: str) -> int:
     return int(raw)
 
 
-def _parse_filter(product: Product, name: str, raw: str) -> Filter:
+def _parse_filter(product: Product, name: str, raw: str, pii: PiiAccess) -> Filter:
     column = product.column(name)
     if column is None:
         raise UnknownParameter(
@@ -238,6 +299,7 @@ def _parse_filter(product: Product, name: str, raw: str) -> Filter:
             f"other parameters: {', '.join(RESERVED)}.",
             parameter=name,
         )
+    _refuse_masked(column, name, pii)
     if not column.filterable:
         raise InvalidValue(
             f"Parameter '{name}' has '{raw}': column '{name}' cannot be filtered.", parameter=name
@@ -348,13 +410,47 @@ def _decode_cursor(query: ReadQuery, raw: str) -> tuple[Any, ...]:
 class SqlBuilder:
     """Collects bound parameters while a statement is written."""
 
-    def __init__(self, *, exact_numeric: str = "numeric") -> None:
+    def __init__(
+        self, *, exact_numeric: str = "numeric", pseudonym: PseudonymKey | None = None
+    ) -> None:
         self.args: list[Any] = []
         self.exact_numeric = exact_numeric
+        self.pseudonym = pseudonym
 
     def bind(self, value: Any, column: Column, *, array: bool = False) -> str:
         self.args.append(value)
         return f"${len(self.args)}::{bind_type(column, self.exact_numeric)}{'[]' if array else ''}"
+
+    def _bind_bytes(self, value: bytes) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}::bytea"
+
+    def column(self, column: Column) -> str:
+        """A column's value in SQL: its quoted name, or a computed column's expression."""
+        if column.computed is None:
+            return quote_ident(column.name)
+        if self.pseudonym is None:
+            raise RuntimeError(
+                f"Column '{column.name}' is computed with the pseudonymisation key, which this "
+                "reader was not given."
+            )
+        return self.pseudonym.sql(quote_ident(column.computed.source), self._bind_bytes)
+
+    def output(self, column: Column, query: ReadQuery, *, as_text: bool = False) -> str:
+        """A selected column as an output of the SELECT list: a masked column is a typed
+        NULL (its value never leaves the database), a computed one its expression; with
+        `as_text`, timestamps are rendered as ISO 8601 text (COPY's CSV)."""
+        name = quote_ident(column.name)
+        if column.name in query.masked:
+            return f"CAST(NULL AS {'text' if as_text else sql_type(column)}) AS {name}"
+        value = self.column(column)
+        if as_text and column.type is ColumnType.TIMESTAMP:
+            return f"to_json({value}) #>> '{{}}' AS {name}"
+        return value if value == name else f"{value} AS {name}"
+
+    def outputs(self, query: ReadQuery, *, as_text: bool = False) -> str:
+        """The SELECT list of the query's selected columns."""
+        return ", ".join(self.output(c, query, as_text=as_text) for c in query.columns)
 
     def where(self, query: ReadQuery, *, keyset: bool = True) -> str:
         clauses = [self._filter(f) for f in query.filters]
@@ -371,7 +467,7 @@ class SqlBuilder:
         return " WHERE " + " AND ".join(clauses)
 
     def _filter(self, f: Filter) -> str:
-        col = quote_ident(f.column.name)
+        col = self.column(f.column)
         if f.operator == "is":
             clause = f"{col} IS {_IS_VALUES[f.value]}"
         elif f.operator == "in":

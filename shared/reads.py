@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -12,26 +12,21 @@ import orjson
 
 from shared.db import Database
 from shared.formats import Format, Page, encode_arrow, encode_ndjson, encode_parquet
-from shared.products import Column, ColumnType
+from shared.pseudonym import PseudonymKey
 from shared.query import ReadQuery, SqlBuilder, order_by, quote_ident
 from shared.settings import MeshSettings
 
 
-def _json_row(columns: Sequence[Column]) -> str:
+def _json_row(sql: SqlBuilder, query: ReadQuery) -> str:
     # compact JSON in declaration order; numeric keeps its scale (money prints 2 decimals)
-    selected = ", ".join(f"s.{quote_ident(c.name)}" for c in columns)
-    return f"(SELECT row_to_json(r) FROM (SELECT {selected}) r)::text"
+    return f"(SELECT row_to_json(r) FROM (SELECT {sql.outputs(query)}) r)::text"
 
 
-def _text_column(column: Column) -> str:
-    name = quote_ident(column.name)
-    if column.type is ColumnType.TIMESTAMP:
-        return f"to_json({name}) #>> '{{}}' AS {name}"
-    return name
-
-
-def _select(query: ReadQuery, outputs: str, *, limit: int | None) -> tuple[str, list[Any]]:
-    sql = SqlBuilder()
+def _select(
+    sql: SqlBuilder, query: ReadQuery, outputs: str, *, limit: int | None
+) -> tuple[str, list[Any]]:
+    """The statement reading the outputs (already written with `sql`, whose parameters come
+    first) of the rows the query matches, in its order."""
     statement = (
         f"SELECT {outputs} FROM {quote_ident(query.product.source)} s"
         f"{sql.where(query)}{order_by(query)}"
@@ -46,11 +41,13 @@ def _select(query: ReadQuery, outputs: str, *, limit: int | None) -> tuple[str, 
 
 
 async def page_as_json(
-    conn: asyncpg.Connection, query: ReadQuery, size: int
+    conn: asyncpg.Connection, query: ReadQuery, size: int, pseudonym: PseudonymKey | None
 ) -> tuple[list[str], tuple[Any, ...] | None]:
     """Up to `size` rows as JSON texts, and the keyset of the last one if more rows follow."""
+    sql = SqlBuilder(pseudonym=pseudonym)
+    # the keyset: the order (never a masked column: parse_read refuses it) and the key
     keys = ", ".join(quote_ident(t.column.name) for t in query.keyset)
-    statement, args = _select(query, f"{_json_row(query.columns)}, {keys}", limit=size + 1)
+    statement, args = _select(sql, query, f"{_json_row(sql, query)}, {keys}", limit=size + 1)
     rows = await conn.fetch(statement, *args)
     more = len(rows) > size
     rows = rows[:size]
@@ -59,10 +56,11 @@ async def page_as_json(
 
 
 async def json_batches(
-    conn: asyncpg.Connection, query: ReadQuery, batch_rows: int
+    conn: asyncpg.Connection, query: ReadQuery, batch_rows: int, pseudonym: PseudonymKey | None
 ) -> AsyncGenerator[list[str], None]:
     """Every row as JSON text, in batches, through a server-side cursor."""
-    statement, args = _select(query, _json_row(query.columns), limit=query.limit)
+    sql = SqlBuilder(pseudonym=pseudonym)
+    statement, args = _select(sql, query, _json_row(sql, query), limit=query.limit)
     async with conn.transaction(readonly=True):
         cursor = await conn.cursor(statement, *args)
         while rows := await cursor.fetch(batch_rows):
@@ -70,21 +68,23 @@ async def json_batches(
 
 
 async def row_batches(
-    conn: asyncpg.Connection, query: ReadQuery, batch_rows: int
+    conn: asyncpg.Connection, query: ReadQuery, batch_rows: int, pseudonym: PseudonymKey | None
 ) -> AsyncGenerator[list[asyncpg.Record], None]:
     """Every row as typed values, in batches, through a server-side cursor."""
-    outputs = ", ".join(quote_ident(c.name) for c in query.columns)
-    statement, args = _select(query, outputs, limit=query.limit)
+    sql = SqlBuilder(pseudonym=pseudonym)
+    statement, args = _select(sql, query, sql.outputs(query), limit=query.limit)
     async with conn.transaction(readonly=True):
         cursor = await conn.cursor(statement, *args)
         while rows := await cursor.fetch(batch_rows):
             yield rows
 
 
-async def csv_chunks(conn: asyncpg.Connection, query: ReadQuery) -> AsyncGenerator[bytes, None]:
+async def csv_chunks(
+    conn: asyncpg.Connection, query: ReadQuery, pseudonym: PseudonymKey | None
+) -> AsyncGenerator[bytes, None]:
     """The rows as CSV with a header line, straight from PostgreSQL's COPY."""
-    outputs = ", ".join(_text_column(c) for c in query.columns)
-    statement, args = _select(query, outputs, limit=query.limit)
+    sql = SqlBuilder(pseudonym=pseudonym)
+    statement, args = _select(sql, query, sql.outputs(query, as_text=True), limit=query.limit)
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
 
     async def _copy() -> None:
@@ -106,9 +106,15 @@ async def csv_chunks(conn: asyncpg.Connection, query: ReadQuery) -> AsyncGenerat
             await asyncio.gather(task, return_exceptions=True)
 
 
-async def count(conn: asyncpg.Connection, query: ReadQuery, mode: str, exact_below: int) -> int:
+async def count(
+    conn: asyncpg.Connection,
+    query: ReadQuery,
+    mode: str,
+    exact_below: int,
+    pseudonym: PseudonymKey | None,
+) -> int:
     """The number of rows matching the filters: exact, planned, or estimated (PostgREST's)."""
-    sql = SqlBuilder()
+    sql = SqlBuilder(pseudonym=pseudonym)
     source = f"FROM {quote_ident(query.product.source)}{sql.where(query, keyset=False)}"
     if mode == "exact":
         return int(await conn.fetchval(f"SELECT count(*) {source}", *sql.args))
@@ -121,11 +127,13 @@ async def count(conn: asyncpg.Connection, query: ReadQuery, mode: str, exact_bel
     return planned
 
 
-async def rows_before(conn: asyncpg.Connection, query: ReadQuery) -> int:
+async def rows_before(
+    conn: asyncpg.Connection, query: ReadQuery, pseudonym: PseudonymKey | None
+) -> int:
     """How many matching rows come before the query's cursor (its page's first position)."""
     if query.after is None:
         return query.offset
-    sql = SqlBuilder()
+    sql = SqlBuilder(pseudonym=pseudonym)
     where = sql.before_cursor(query)
     return int(
         await conn.fetchval(
@@ -137,9 +145,12 @@ async def rows_before(conn: asyncpg.Connection, query: ReadQuery) -> int:
 class DatabaseRows:
     """A product's rows in its domain database (the RowSource of the domain services)."""
 
-    def __init__(self, database: Database, settings: MeshSettings):
+    def __init__(
+        self, database: Database, settings: MeshSettings, pseudonym: PseudonymKey | None = None
+    ):
         self.database = database
         self.settings = settings
+        self.pseudonym = pseudonym  # the key of computed (pseudonymous) columns
 
     async def page(self, query: ReadQuery, size: int, count_mode: str | None) -> Page:
         """A JSON page; its count and position read in the same snapshot."""
@@ -147,16 +158,18 @@ class DatabaseRows:
             self.database.connection() as conn,
             conn.transaction(readonly=True, isolation="repeatable_read"),
         ):
-            rows, last = await page_as_json(conn, query, size)
+            rows, last = await page_as_json(conn, query, size, self.pseudonym)
             if not count_mode:
                 return Page(rows, last, None, query.offset)
-            total = await count(conn, query, count_mode, self.settings.max_page_size)
-            return Page(rows, last, total, await rows_before(conn, query))
+            total = await count(
+                conn, query, count_mode, self.settings.max_page_size, self.pseudonym
+            )
+            return Page(rows, last, total, await rows_before(conn, query, self.pseudonym))
 
     async def count(self, query: ReadQuery, count_mode: str) -> int:
         """The number of matching rows."""
         async with self.database.connection() as conn:
-            return await count(conn, query, count_mode, self.settings.max_page_size)
+            return await count(conn, query, count_mode, self.settings.max_page_size, self.pseudonym)
 
     async def stream(self, query: ReadQuery, fmt: Format) -> AsyncGenerator[bytes, None]:
         """Every matching row in a streaming format, read in batches."""
@@ -165,12 +178,12 @@ class DatabaseRows:
         # away ends the cursor's transaction before the connection returns to the pool
         async with self.database.connection() as conn:
             if fmt is Format.CSV:
-                async with aclosing(csv_chunks(conn, query)) as chunks:
+                async with aclosing(csv_chunks(conn, query, self.pseudonym)) as chunks:
                     async for chunk in chunks:
                         yield chunk
             elif fmt is Format.NDJSON:
                 async with (
-                    aclosing(json_batches(conn, query, batch)) as lines,
+                    aclosing(json_batches(conn, query, batch, self.pseudonym)) as lines,
                     aclosing(encode_ndjson(lines)) as chunks,
                 ):
                     async for chunk in chunks:
@@ -178,8 +191,8 @@ class DatabaseRows:
             else:
                 encode = encode_arrow if fmt is Format.ARROW else encode_parquet
                 async with (
-                    aclosing(row_batches(conn, query, batch)) as rows,
-                    aclosing(encode(query.columns, rows)) as chunks,
+                    aclosing(row_batches(conn, query, batch, self.pseudonym)) as rows,
+                    aclosing(encode(query.output_columns, rows)) as chunks,
                 ):
                     async for chunk in chunks:
                         yield chunk

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class MeshSettings(BaseSettings):
@@ -21,16 +23,45 @@ class MeshSettings(BaseSettings):
     pool_timeout_seconds: float = Field(5.0, gt=0)
     statement_timeout_ms: int = Field(30_000, ge=0)
     quality_interval_seconds: float = Field(0.0, ge=0)  # scheduled quality runs; 0: off
+    # requests per minute per token subject (per client address without a valid token); None:
+    # the service's default (shared.hygiene.DEFAULT_RATE_LIMITS); 0: no limit
+    rate_limit_per_minute: int | None = Field(None, ge=0)
+    max_body_bytes: int = Field(1_048_576, ge=0)
+    # browser origins allowed to call the services (CORS): a JSON list or comma-separated
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [origin.strip() for origin in text.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*" or not origin.startswith(("https://", "http://")):
+                raise ValueError(
+                    f"CORS origin '{origin}' is not an exact origin like https://notebooks.example"
+                )
+        return [origin.rstrip("/") for origin in value]
 
 
 class DatabaseSettings(BaseSettings):
-    """Where one domain's database lives: `<DOMAIN>_DATABASE_URL`, else embedded."""
+    """Where one domain's database lives: `<DOMAIN>_DATABASE_URL` (what the service connects
+    as), `<DOMAIN>_MIGRATION_DATABASE_URL` (the schema owner, for migrations; default the
+    same), else embedded."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     database_url: str | None = None
+    migration_database_url: str | None = None
 
-    @field_validator("database_url")
+    @field_validator("database_url", "migration_database_url")
     @classmethod
     def _postgres_only(cls, value: str | None) -> str | None:
         if value and not value.startswith(("postgresql://", "postgres://", "postgresql+")):
@@ -41,6 +72,13 @@ class DatabaseSettings(BaseSettings):
 def database_url_for(domain: str) -> str | None:
     """The configured URL of a domain's database (`SALES_DATABASE_URL`, ...), or None."""
     return DatabaseSettings(_env_prefix=f"{domain.upper()}_").database_url
+
+
+def migration_database_url_for(domain: str) -> str | None:
+    """The URL migrations use for a domain's database: `<DOMAIN>_MIGRATION_DATABASE_URL`, else
+    `<DOMAIN>_DATABASE_URL`, else None."""
+    configured = DatabaseSettings(_env_prefix=f"{domain.upper()}_")
+    return configured.migration_database_url or configured.database_url
 
 
 def asyncpg_url(url: str) -> str:

@@ -75,8 +75,9 @@ class TableRows:
         except duckdb.ConversionException as exc:
             raise InvalidValue(f"A filter value is out of range: {exc}") from None
 
-    def _select(self, query: ReadQuery, outputs: str, *, limit: int | None) -> pa.Table:
+    def _select(self, query: ReadQuery, extra: str = "", *, limit: int | None) -> pa.Table:
         sql = _builder()
+        outputs = sql.outputs(query) + extra  # a masked column is a typed NULL here too
         statement = f"SELECT {outputs} FROM {_RELATION} s{sql.where(query)}{order_by(query)}"
         if limit is not None:
             statement += f" LIMIT {int(limit)}"
@@ -93,12 +94,11 @@ class TableRows:
 
     async def page(self, query: ReadQuery, size: int, count_mode: str | None) -> Page:
         """Up to `size` rows as JSON texts, the keyset of the last one if more follow."""
-        names = [quote_ident(c.name) for c in query.columns]
         keys = [
-            f"{quote_ident(t.column.name)} AS {quote_ident(f'_key_{i}')}"
+            f", {quote_ident(t.column.name)} AS {quote_ident(f'_key_{i}')}"
             for i, t in enumerate(query.keyset)
         ]
-        rows = self._select(query, ", ".join(names + keys), limit=size + 1).to_pylist()
+        rows = self._select(query, "".join(keys), limit=size + 1).to_pylist()
         more = len(rows) > size
         rows = rows[:size]
         last = (
@@ -118,8 +118,7 @@ class TableRows:
 
     async def stream(self, query: ReadQuery, fmt: Format) -> AsyncGenerator[bytes, None]:
         """Every matching row in a streaming format."""
-        names = ", ".join(quote_ident(c.name) for c in query.columns)
-        table = self._select(query, names, limit=query.limit)
+        table = self._select(query, limit=query.limit)
         if fmt is Format.CSV:
             yield _csv(query.columns, table)
         elif fmt is Format.NDJSON:
@@ -129,7 +128,7 @@ class TableRows:
             encode: Callable[..., AsyncIterator[bytes]] = (
                 encode_arrow if fmt is Format.ARROW else encode_parquet
             )
-            async for chunk in encode(query.columns, _batches(table)):
+            async for chunk in encode(query.output_columns, _batches(table)):
                 yield chunk
 
 

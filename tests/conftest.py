@@ -21,6 +21,7 @@ from services.federation.settings import FederationSettings
 from shared import migrations
 from shared.app import create_domain_app
 from shared.auth import mint_token
+from shared.db import grant_service_role, service_role
 from shared.sample_data import load_if_empty
 from shared.settings import MeshSettings
 from tests.postgres import PostgresServer, postgres_per_domain
@@ -31,6 +32,12 @@ AS_OF = dt.date(2024, 10, 18)
 # every service the tests start verifies tokens signed with this run's random secret
 TEST_SECRET = secrets.token_urlsafe(48)
 os.environ["DATAMESH_JWT_SECRET"] = TEST_SECRET
+# the shared clients make thousands of requests a minute under one token: the rate limits are
+# tested with their real defaults in test_hygiene.py, on apps of their own
+os.environ["DATAMESH_RATE_LIMIT_PER_MINUTE"] = "1000000"
+# ... and computes email_key with this run's random pseudonymisation secret
+PSEUDONYM_SECRET = secrets.token_urlsafe(48)
+os.environ["DATAMESH_PSEUDONYM_SECRET"] = PSEUDONYM_SECRET
 
 
 def token(*scopes: str, ttl: dt.timedelta = dt.timedelta(hours=1), subject: str = "tests") -> str:
@@ -50,16 +57,34 @@ def postgres_servers(
         yield servers
 
 
+# service-role URL -> the owner's URL of the same database, for tests that change the schema
+_OWNER_URLS: dict[str, str] = {}
+
+
 def create_database(
     servers: dict[str, PostgresServer], name: str, database: str, rows: SampleRows
 ) -> str:
-    """A new database of the domain on its server, migrated and loaded with the rows; its URL."""
+    """A new database of the domain on its server, migrated and loaded with the rows by its
+    owner; the URL of the domain's service role (data only, no DDL), as `datamesh up` uses."""
     server = servers[name]
     server.ensure_database(database)
-    url = server.url(database)
-    migrations.upgrade(name, url)
-    asyncio.run(load_if_empty(domain(name), url, rows))
+    owner = server.url(database)
+    migrations.upgrade(name, owner)
+    asyncio.run(load_if_empty(domain(name), owner, rows))
+    role = service_role(name)
+    asyncio.run(
+        grant_service_role(
+            owner, role, domain=name, password=server.role_password(role), set_password=True
+        )
+    )
+    url = server.url(database, role)
+    _OWNER_URLS[url] = owner
     return url
+
+
+def owner_url(url: str) -> str:
+    """The schema owner's URL of a database create_database made (to break it on purpose)."""
+    return _OWNER_URLS[url]
 
 
 @pytest.fixture(scope="session")

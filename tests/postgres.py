@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote, urlsplit
 
 import psycopg
 from psycopg import sql
@@ -27,7 +29,9 @@ class PostgresServer(Protocol):
 
     def ensure_database(self, database: str) -> None: ...
 
-    def url(self, database: str) -> str: ...
+    def url(self, database: str, role: str | None = None) -> str: ...
+
+    def role_password(self, role: str) -> str: ...
 
 
 class ExternalPostgres:
@@ -35,9 +39,18 @@ class ExternalPostgres:
 
     def __init__(self, url: str):
         self.base = url.rsplit("/", 1)[0]
+        self._passwords: dict[str, str] = {}
 
-    def url(self, database: str) -> str:
-        return f"{self.base}/datamesh_test_{database}"
+    def url(self, database: str, role: str | None = None) -> str:
+        if role is None:
+            return f"{self.base}/datamesh_test_{database}"
+        where = urlsplit(self.base)
+        credentials = f"{quote(role, safe='')}:{quote(self.role_password(role), safe='')}"
+        return f"{where.scheme}://{credentials}@{where.hostname}:{where.port or 5432}/datamesh_test_{database}"
+
+    def role_password(self, role: str) -> str:
+        """A login role's password, random for this test run (the role is (re)set with it)."""
+        return self._passwords.setdefault(role, secrets.token_urlsafe(32))
 
     def ensure_database(self, database: str) -> None:
         name = sql.Identifier(f"datamesh_test_{database}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import psycopg
 
 from shared.embedded import free_port
 
@@ -24,11 +25,13 @@ class Mesh:
     """A `datamesh up` subprocess whose output is read line by line."""
 
     def __init__(self, data_dir: Path, ports: dict[str, int]):
-        # as on a user's machine: no database URLs, no token secret but the data directory's
+        # as on a user's machine: no database URLs, no token or pseudonymisation secret but
+        # the data directory's
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.endswith("_DATABASE_URL") and not k.startswith("DATAMESH_JWT")
+            if not k.endswith("_DATABASE_URL")
+            and not k.startswith(("DATAMESH_JWT", "DATAMESH_PSEUDONYM"))
         }
         self.process = subprocess.Popen(
             [
@@ -86,6 +89,21 @@ def _leftovers(data_dir: Path, ports: dict[str, int]) -> list[str]:
     return found
 
 
+def _connected_as(data_dir: Path, name: str) -> set[str]:
+    """The database users the domain's service holds connections as (asked as the owner)."""
+    cluster = data_dir / "postgres"
+    port = (cluster / name / "postmaster.pid").read_text().splitlines()[3]  # PostgreSQL's layout
+    password = (cluster / f"{name}.password").read_text().strip()
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user="datamesh", password=password, dbname="postgres"
+    ) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name = %s",
+            (f"datamesh-{name}",),
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
 def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     ports = {"mesh": free_port(), "sales": free_port(), "marketing": free_port()}
@@ -99,6 +117,7 @@ def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{ports['mesh']}/mesh/docs" in printed
         assert "loaded sample data as of 2024-10-18" in printed
         assert (data_dir / "jwt-secret").stat().st_mode & 0o777 == 0o600
+        assert (data_dir / "pseudonym-secret").stat().st_mode & 0o777 == 0o600
         token = re.search(r"export TOKEN=(\S+)", printed)
         assert token is not None
         auth = {"Authorization": f"Bearer {token.group(1)}"}
@@ -113,8 +132,18 @@ def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
         roi = httpx.get(f"http://127.0.0.1:{ports['mesh']}/mesh/v1/campaign-roi", headers=auth)
         assert roi.status_code == 200
         assert len(roi.json()) == 8
+        # the domains share the data directory's pseudonymisation secret: email_key joins
+        journey = httpx.get(
+            f"http://127.0.0.1:{ports['mesh']}/mesh/v1/lead-to-customer-journey", headers=auth
+        )
+        assert len(journey.json()) == 3
         ready = httpx.get(f"http://127.0.0.1:{ports['mesh']}/mesh/readyz")
         assert ready.json() == {"ready": True, "domains": {"sales": "ready", "marketing": "ready"}}
+        # each service is connected as its domain's role (data only), not as the owner
+        for name in ("sales", "marketing"):
+            assert _connected_as(data_dir, name) == {f"{name}_service"}
+            role_password = data_dir / "postgres" / f"{name}.{name}_service.password"
+            assert role_password.stat().st_mode & 0o777 == 0o600
     finally:
         code = mesh.interrupt()
     assert code == 0

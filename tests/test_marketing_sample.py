@@ -108,7 +108,7 @@ def test_every_row_has_exactly_the_declared_columns_in_order(
     tables = {p.source: p for p in DOMAIN.products if p.is_table}
     assert set(tables) == set(rows)
     for table, table_rows in rows.items():
-        expected = list(tables[table].column_names)
+        expected = [c.name for c in tables[table].stored_columns]
         assert all(list(row) == expected for row in table_rows), table
 
 
@@ -122,7 +122,7 @@ def test_ids_are_explicit_and_consecutive(rows: dict[str, list[dict[str, Any]]])
 def test_non_nullable_columns_have_values(rows: dict[str, list[dict[str, Any]]]) -> None:
     tables = {p.source: p for p in DOMAIN.products if p.is_table}
     for table, table_rows in rows.items():
-        required = [c.name for c in tables[table].columns if not c.nullable]
+        required = [c.name for c in tables[table].stored_columns if not c.nullable]
         for row in table_rows:
             assert all(row[name] is not None for name in required), (table, row)
 

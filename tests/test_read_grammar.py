@@ -22,8 +22,9 @@ from psycopg import sql
 
 from services import domain
 from shared.app import create_domain_app
-from shared.query import parse_read
-from tests.conftest import ADMIN
+from shared.pseudonym import pseudonym
+from shared.query import PiiAccess, parse_read
+from tests.conftest import ADMIN, PSEUDONYM_SECRET
 from tests.servers import served
 
 Row = dict[str, Any]
@@ -267,7 +268,9 @@ def test_in_list_parsing_keeps_quoted_and_empty_values() -> None:
     assert customers is not None
 
     def values(expression: str) -> Any:
-        (parsed,) = parse_read(customers, [("country", expression)], max_limit=None).filters
+        (parsed,) = parse_read(
+            customers, [("country", expression)], max_limit=None, pii=PiiAccess("sales:pii", True)
+        ).filters
         return parsed.value
 
     assert values('in.("UK,Germany",France)') == ["UK,Germany", "France"]
@@ -577,7 +580,13 @@ async def test_single_row_by_key_is_the_exact_object(
     response = await sales.get("/sales/v1/customers/3")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert json.loads(response.text) == {k: as_json(v) for k, v in row.items()}
+    # the stored columns, and email_key computed from email (tests/test_pii.py checks it)
+    expected = {k: as_json(v) for k, v in row.items()}
+    expected["email_key"] = pseudonym(PSEUDONYM_SECRET, row["email"])
+    assert json.loads(response.text) == expected
+    customers = SALES.product("customers")
+    assert customers is not None
+    assert list(json.loads(response.text)) == list(customers.column_names)
     assert json.loads(response.text)["created_at"] == "2023-08-25T10:00:00+00:00"
 
     response = await sales.get("/sales/v1/customers/3", params={"select": "email,customer_id"})

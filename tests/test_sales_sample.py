@@ -111,7 +111,7 @@ def test_tables_in_load_order_with_exactly_the_declared_columns(rows: Rows) -> N
     for table, columns in COLUMNS.items():
         assert all(list(row) == columns for row in rows[table]), table
         product = next(p for p in DOMAIN.products if p.source == table)
-        assert list(product.column_names) == columns, table
+        assert [c.name for c in product.stored_columns] == columns, table
 
 
 def test_ids_are_explicit_and_sequential(rows: Rows) -> None:

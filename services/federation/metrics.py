@@ -3,6 +3,9 @@ one DuckDB statement over the named inputs.
 
 Shared meanings:
 - A customer *matches* a Converted lead when their emails are equal trimmed and lower-cased.
+  The mesh never reads an email: it joins on `email_key`, the domains' pseudonymous key of
+  the trimmed, lower-cased email (an HMAC keyed by the mesh-wide pseudonymisation secret), so
+  equal keys are equal emails in that sense. Its service token holds read scopes only.
 - Revenue counts every order except Cancelled ones (the domain filters them out).
 - An order is *attributed* to a Converted lead (and so to its campaign, channel and lead
   source) when it belongs to the matched customer and is dated on or after the lead's creation
@@ -47,7 +50,7 @@ MACROS = (
 )
 
 _CUSTOMERS = Input(
-    "customers", "sales", "customers", ("customer_id", "customer_name", "email", "created_at")
+    "customers", "sales", "customers", ("customer_id", "customer_name", "email_key", "created_at")
 )
 _ORDERS = Input(
     "orders",
@@ -64,7 +67,7 @@ _CONVERTED_LEADS = Input(
     "leads",
     (
         "lead_id",
-        "email",
+        "email_key",
         "company",
         "lead_source",
         "campaign_id",
@@ -78,7 +81,7 @@ _LEADS = Input(
     "leads",
     "marketing",
     "leads",
-    ("lead_id", "email", "lead_source", "campaign_id", "status", "created_at"),
+    ("lead_id", "email_key", "lead_source", "campaign_id", "status", "created_at"),
 )
 _CAMPAIGNS = Input(
     "campaigns",
@@ -91,7 +94,7 @@ _MATCHED = """
 matched AS (
     SELECT l.lead_id, l.campaign_id, l.lead_source, l.created_at AS lead_created_at, c.customer_id
     FROM leads AS l
-    JOIN customers AS c ON lower(trim(l.email)) = lower(trim(c.email))
+    JOIN customers AS c ON l.email_key = c.email_key
     WHERE l.status = 'Converted'
 ),
 attributed AS (
@@ -155,7 +158,7 @@ SELECT l.lead_id, c.customer_id, c.customer_name, l.company, l.lead_source, l.ca
        CAST(count(o.order_id) AS INTEGER) AS orders_since_conversion,
        CAST(coalesce(sum(o.total_amount), 0) AS DECIMAL(14, 2)) AS revenue_since_conversion
 FROM leads AS l
-JOIN customers AS c ON lower(trim(l.email)) = lower(trim(c.email))
+JOIN customers AS c ON l.email_key = c.email_key
 LEFT JOIN campaigns AS cp ON cp.campaign_id = l.campaign_id
 LEFT JOIN orders AS o
   ON o.customer_id = c.customer_id AND o.order_date >= CAST(l.converted_at AS DATE)

@@ -23,7 +23,7 @@ from shared.checks import (
     Unique,
     not_null,
 )
-from shared.products import Classification, Column, ColumnType, Domain, Product
+from shared.products import Classification, Column, ColumnType, Domain, Product, pseudonymous_key
 
 _PII = Classification.PII
 _CONFIDENTIAL = Classification.CONFIDENTIAL
@@ -163,6 +163,14 @@ CAMPAIGNS = Product(
     ),
 )
 
+LEAD_EMAIL = Column(
+    "email",
+    ColumnType.TEXT,
+    "Email address of the lead, unique exactly as stored (case-sensitive).",
+    classification=_PII,
+    unique=True,
+)
+
 LEADS = Product(
     name="leads",
     source="leads",
@@ -189,13 +197,8 @@ LEADS = Product(
             classification=_PII,
             sortable=False,
         ),
-        Column(
-            "email",
-            ColumnType.TEXT,
-            "Email address of the lead, unique exactly as stored (case-sensitive).",
-            classification=_PII,
-            unique=True,
-        ),
+        LEAD_EMAIL,
+        pseudonymous_key("email_key", LEAD_EMAIL),
         Column(
             "company",
             ColumnType.TEXT,

@@ -23,7 +23,7 @@ from shared.checks import (
     Unique,
     not_null,
 )
-from shared.products import Classification, Column, ColumnType, Domain, Product
+from shared.products import Classification, Column, ColumnType, Domain, Product, pseudonymous_key
 
 PII = Classification.PII
 CONFIDENTIAL = Classification.CONFIDENTIAL
@@ -60,6 +60,15 @@ PRODUCT_PERFORMANCE_DEFINITION = (
     "lines, unweighted, rounded to 2 decimals (NULL when unsold)."
 )
 
+CUSTOMER_EMAIL = Column(
+    "email",
+    ColumnType.TEXT,
+    "Email address of the customer's main contact; unique, compared case-insensitively.",
+    classification=PII,
+    unique=True,
+    sortable=False,
+)
+
 CUSTOMERS = Product(
     name="customers",
     source="customers",
@@ -79,14 +88,8 @@ CUSTOMERS = Product(
             classification=CONFIDENTIAL,
             sortable=False,
         ),
-        Column(
-            "email",
-            ColumnType.TEXT,
-            "Email address of the customer's main contact; unique, compared case-insensitively.",
-            classification=PII,
-            unique=True,
-            sortable=False,
-        ),
+        CUSTOMER_EMAIL,
+        pseudonymous_key("email_key", CUSTOMER_EMAIL),
         Column(
             "phone",
             ColumnType.TEXT,
