@@ -9,4 +9,4 @@ RUN pip install --no-cache-dir --constraint constraints.txt --editable . \
     && useradd --system --no-create-home datamesh
 USER datamesh
 EXPOSE 8000 8001 8002
-CMD ["uvicorn", "services.federation.app:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "services.federation.app:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]

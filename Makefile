@@ -28,4 +28,4 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .datamesh .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .datamesh .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -190,6 +190,9 @@ def up(
                     # uvicorn's own access line has the query string (PII filter values);
                     # the services log their own, with parameter names only
                     "--no-access-log",
+                    # on SIGTERM: stop accepting, let in-flight requests finish this long
+                    "--timeout-graceful-shutdown",
+                    str(settings.shutdown_grace_seconds),
                 ],
                 env=env,
                 start_new_session=True,
@@ -216,7 +219,7 @@ def up(
             time.sleep(0.2)
     finally:
         typer.echo("Stopping DataMesh...")
-        _terminate(processes)
+        _terminate(processes, grace=settings.shutdown_grace_seconds)
         _stop_databases(databases)
         typer.echo("Stopped.")
 
@@ -247,11 +250,14 @@ def _wait_ready(
         time.sleep(0.1)
 
 
-def _terminate(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+def _terminate(processes: dict[str, subprocess.Popen[bytes]], *, grace: float) -> None:
+    """SIGTERM every service (each finishes its in-flight requests within `grace` seconds, then
+    closes its pool); one still running a few seconds after that is killed. The databases are
+    stopped after the services, so every acknowledged write is committed before."""
     for process in processes.values():
         if process.poll() is None:
             process.terminate()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + grace + 5
     for process in processes.values():
         try:
             process.wait(max(0.1, deadline - time.monotonic()))

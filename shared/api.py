@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -10,12 +12,28 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from shared.auth import principal_of
 from shared.db import Database
-from shared.errors import NotAcceptable, NotFound, UnknownParameter, UnknownProduct
-from shared.formats import MEDIA_TYPES, Format, RowSource, encode_json_array, negotiate
-from shared.products import Column, Domain, Product
+from shared.errors import (
+    NotAcceptable,
+    NotFound,
+    Problem,
+    StreamAborted,
+    UnknownParameter,
+    UnknownProduct,
+)
+from shared.formats import (
+    MEDIA_TYPES,
+    STREAMING,
+    Format,
+    RowSource,
+    encode_json_array,
+    negotiate,
+)
+from shared.openapi import BEARER_CHALLENGE, problem
+from shared.products import Column, ColumnType, Domain, Product
 from shared.pseudonym import PseudonymKey, PseudonymSettings
 from shared.query import OPERATORS, Filter, PiiAccess, ReadQuery, parse_read
 from shared.reads import DatabaseRows
@@ -24,11 +42,18 @@ from shared.values import json_schema, parse_value
 
 _COUNT_MODES = ("exact", "planned", "estimated")
 MASKED_COLUMNS = "Masked-Columns"  # the response header naming the columns read masked
+_log = logging.getLogger("datamesh")
 
 
 def product_path(service: str, product: Product) -> str:
     """The versioned path of a product of a service (a domain, or the mesh)."""
     return f"/{service}/v{product.version}/{product.name}"
+
+
+def entity_tag(row_json: str) -> str:
+    """The strong ETag of a row as answered: the SHA-256 of its JSON text (a single-row read
+    and a write's response give the same one for the same row and caller)."""
+    return '"' + hashlib.sha256(row_json.encode()).hexdigest() + '"'
 
 
 def _prefer_count(request: Request) -> str | None:
@@ -48,14 +73,28 @@ def _next_link(request: Request, cursor: str) -> str:
 
 
 async def _primed(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
-    """Start a stream before the response does, so an early failure is still a problem+json."""
-    first = await anext(chunks, b"")
+    """Start a stream before the response does, so an early failure is still a problem+json.
+    A failure after the response started (the database lost mid-stream) aborts it: the
+    connection closes without the body's end (no final chunk), so the client gets an
+    incomplete read, never a short answer that looks whole (docs/operations.md)."""
+    first = b""
+    while not first:  # an encoder may yield an empty chunk before its first read
+        chunk = await anext(chunks, None)
+        if chunk is None:
+            break
+        first = chunk
 
     async def _rest() -> AsyncGenerator[bytes, None]:
+        sent = len(first)
         async with aclosing(chunks):
             yield first
-            async for chunk in chunks:
-                yield chunk
+            try:
+                async for chunk in chunks:
+                    sent += len(chunk)
+                    yield chunk
+            except Problem as problem:
+                _log.warning("stream aborted after %d bytes: %s", sent, problem.detail)
+                raise StreamAborted(problem.detail) from None
 
     return _rest()
 
@@ -204,7 +243,8 @@ class ProductReader:
             raise NotFound(
                 f"No {product.name} row has {column.name} = {key}.", product=product.name, key=key
             )
-        return Response(rows[0], media_type="application/json", headers=masked_header(query))
+        headers = {"ETag": entity_tag(rows[0]), **masked_header(query)}
+        return Response(rows[0], media_type="application/json", headers=headers)
 
 
 def _pii_note(column: Column, pii_scope: str | None) -> str:
@@ -218,6 +258,28 @@ def _pii_note(column: Column, pii_scope: str | None) -> str:
     )
 
 
+_TEXT: dict[str, Any] = {"type": "string"}
+# LIMIT and OFFSET: whole numbers up to PostgreSQL's bigint
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+_INTEGER_RANGES = {ColumnType.INTEGER: 2**31, ColumnType.BIGINT: 2**63}
+# marks the operations whose parameters are PostgREST's read grammar (see schemathesis.toml)
+READ_GRAMMAR = {"x-read-grammar": "postgrest"}
+
+
+def _choice(*words: str) -> dict[str, Any]:
+    """A string that is one of the words, in any letter case (as the server compares them)."""
+    spelled = ("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in w) for w in words)
+    return {"type": "string", "pattern": f"^(?:{'|'.join(spelled)})$"}
+
+
+def _key_schema(column: Column) -> dict[str, Any]:
+    """The schema of a key in a URL path: whole numbers in the column's range, else text."""
+    bound = _INTEGER_RANGES.get(column.type)
+    if bound is None:
+        return {"type": "string"}
+    return {"type": "integer", "minimum": -bound, "maximum": bound - 1}
+
+
 def _openapi_parameters(product: Product, pii_scope: str | None) -> list[dict[str, Any]]:
     grammar = (
         "PostgREST filter `<operator>.<value>`, operators: "
@@ -225,22 +287,20 @@ def _openapi_parameters(product: Product, pii_scope: str | None) -> list[dict[st
         + "; prefix `not.` to negate; `in.(a,b)`; `is.null`."
     )
     common = [
-        ("select", "Comma-separated columns to return (default all): `select=a,b`."),
-        ("order", "Sort: `order=col.desc.nullslast,other` (the key breaks ties)."),
-        ("limit", "Rows to return; JSON pages default to 1000 and allow at most 10000."),
-        ("offset", "Rows to skip (prefer the `Link` cursor for deep pages)."),
-        ("cursor", 'Opaque keyset cursor from a `Link: <...>; rel="next"` header.'),
-        ("format", "json, csv, ndjson, arrow or parquet (instead of an Accept header)."),
+        ("select", "Comma-separated columns to return (default all): `select=a,b`.", _TEXT),
+        ("order", "Sort: `order=col.desc.nullslast,other` (the key breaks ties).", _TEXT),
+        ("limit", "Rows to return; JSON pages default to 1000 and allow at most 10000.", _COUNT),
+        ("offset", "Rows to skip (prefer the `Link` cursor for deep pages).", _COUNT),
+        ("cursor", 'Opaque keyset cursor from a `Link: <...>; rel="next"` header.', _TEXT),
+        (
+            "format",
+            "json, csv, ndjson, arrow or parquet, in any case (instead of an Accept header).",
+            _choice(*(f.value for f in STREAMING), Format.JSON.value),
+        ),
     ]
     parameters: list[dict[str, Any]] = [
-        {
-            "name": n,
-            "in": "query",
-            "required": False,
-            "description": d,
-            "schema": {"type": "string"},
-        }
-        for n, d in common
+        {"name": n, "in": "query", "required": False, "description": d, "schema": schema}
+        for n, d, schema in common
     ]
     parameters.append(
         {
@@ -277,21 +337,30 @@ def _row_schema(product: Product, pii_scope: str | None) -> dict[str, Any]:
     return {
         "type": "object",
         "title": product.name,
+        "description": "Every column, or those named by `select`.",
         "properties": {c.name: _column_schema(c, pii_scope) for c in product.columns},
-        "required": list(product.column_names),
+        "additionalProperties": False,
     }
 
 
-_PROBLEM = {
-    "application/problem+json": {
-        "schema": {
-            "type": "object",
-            "properties": {
-                k: {"type": "string"} for k in ("type", "title", "code", "detail", "instance")
-            }
-            | {"status": {"type": "integer"}},
-        }
-    }
+_PAGE_HEADERS: dict[str, Any] = {
+    "Content-Range": {
+        "description": "The rows answered and the total, PostgREST's way: `0-999/*`, "
+        "`0-999/7000` with `Prefer: count=...`, `*/0` for no rows; `*/N` on a streamed format.",
+        "schema": {"type": "string", "pattern": "^(?:[0-9]+-[0-9]+|[*])/(?:[0-9]+|[*])$"},
+    },
+    "Link": {
+        "description": 'The next page, when there is one: `<url>; rel="next"`.',
+        "schema": {"type": "string", "pattern": '^<[^>]+>; rel="next"$'},
+    },
+    "Preference-Applied": {
+        "description": "The `count` preference applied.",
+        "schema": {"type": "string", "pattern": "^count=(?:exact|planned|estimated)$"},
+    },
+    "Content-Disposition": {
+        "description": "On Parquet: an attachment named after the product.",
+        "schema": {"type": "string"},
+    },
 }
 
 
@@ -311,8 +380,19 @@ def _responses(
         "description": "Rows of the product." if many else "One row.",
         "content": content,
     }
-    if any(c.is_pii for c in product.columns):
+    if not many:
         ok["headers"] = {
+            "ETag": {
+                "description": "Strong entity tag of the row as answered: send it in `If-Match` "
+                "to change the row only if it is still this one.",
+                "schema": {"type": "string"},
+            }
+        }
+    if many:
+        ok["headers"] = dict(_PAGE_HEADERS)
+    if any(c.is_pii for c in product.columns):
+        ok.setdefault("headers", {})
+        ok["headers"] |= {
             MASKED_COLUMNS: {
                 "description": "The selected PII columns answered masked (null), comma-separated; "
                 "absent when none is.",
@@ -321,18 +401,16 @@ def _responses(
         }
     return {
         200: ok,
-        400: {"description": "A parameter is malformed or unknown.", "content": _PROBLEM},
-        403: {
-            "description": "The token lacks a scope: the product's, or (a filter or order on a "
-            "PII column, code `pii_column`) the domain's pii scope.",
-            "content": _PROBLEM,
-        },
-        404: {"description": "No such product or row.", "content": _PROBLEM},
-        406: {
-            "description": "The Accept header asks for no supported format.",
-            "content": _PROBLEM,
-        },
-        503: {"description": "The domain database is unreachable.", "content": _PROBLEM},
+        400: problem("A parameter is malformed or unknown."),
+        403: problem(
+            "The token lacks a scope: the product's, or (a filter or order on a PII column, code "
+            "`pii_column`) the domain's pii scope.",
+            headers=BEARER_CHALLENGE,
+        ),
+        404: problem("No such product or row."),
+        406: problem("The Accept header or `format` asks for no supported format."),
+        503: problem("The domain database is unreachable (`Retry-After` says when to retry)."),
+        504: problem("The read ran longer than the statement timeout (`statement_timeout`)."),
     }
 
 
@@ -386,6 +464,16 @@ def catalogue_entry(service: str, product: Product) -> dict[str, Any]:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class _ProductName(StringConvertor):
+    """A product's name in a path: no '/', and no ':' (`<table>:batch` is a write's path, which
+    the unknown-product answer must not claim for GET)."""
+
+    regex = "[^/:]+"
+
+
+register_url_convertor("product_name", _ProductName())
+
+
 def product_router(domain: Domain, reader: ProductReader) -> APIRouter:
     """The routes of every declared product, with their OpenAPI descriptions (the app that
     includes it loads the reader's pseudonymisation key at startup)."""
@@ -421,7 +509,10 @@ def product_router(domain: Domain, reader: ProductReader) -> APIRouter:
         )
 
     router.add_api_route(
-        f"{prefix}/v1/{{name}}", unknown_product, methods=["GET"], include_in_schema=False
+        f"{prefix}/v1/{{name:product_name}}",
+        unknown_product,
+        methods=["GET"],
+        include_in_schema=False,
     )
     return router
 
@@ -437,6 +528,8 @@ def _add_product(
     title = product.name.replace("-", " ").capitalize()
     if product.is_table and len(product.key) == 1:
         key = product.key[0]
+        key_column = product.column(key)
+        assert key_column is not None
 
         async def read_one(request: Request) -> Response:
             return await reader.read_one(request, product, request.path_params[key])
@@ -451,14 +544,28 @@ def _add_product(
             tags=[product.name],
             openapi_extra={
                 "parameters": [
-                    {"name": key, "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": key,
+                        "in": "path",
+                        "required": True,
+                        "schema": _key_schema(key_column),
+                    },
                     {
                         "name": "select",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "string"},
+                        "description": "Comma-separated columns to return (default all).",
+                        "schema": _TEXT,
                     },
-                ]
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "description": "json, in any case: one row is served as JSON only.",
+                        "schema": _choice(Format.JSON.value),
+                    },
+                ],
+                **READ_GRAMMAR,
             },
             responses=_responses(product, pii_scope(domain), many=False),
             response_class=Response,
@@ -475,10 +582,11 @@ def add_read_routes(
     parameters: tuple[dict[str, Any], ...] = (),
     notes: str = "",
     pii_scope: str | None = None,
+    responses: dict[int | str, dict[str, Any]] | None = None,
 ) -> None:
     """A product's versioned read route and its un-versioned alias, documented from its
-    declaration (plus any service-specific origin, parameters and notes, and the scope that
-    reads its PII columns in clear)."""
+    declaration (plus any service-specific origin, parameters, notes and responses, and the
+    scope that reads its PII columns in clear)."""
     title = product.name.replace("-", " ").capitalize()
     if origin is None:
         origin = f"{'table' if product.is_table else 'analytics view'} `{product.source}`"
@@ -493,8 +601,11 @@ def add_read_routes(
             summary=f"Read {title}",
             description=description,
             tags=[product.name],
-            openapi_extra={"parameters": [*_openapi_parameters(product, pii_scope), *parameters]},
-            responses=_responses(product, pii_scope, many=True),
+            openapi_extra={
+                "parameters": [*_openapi_parameters(product, pii_scope), *parameters],
+                **READ_GRAMMAR,
+            },
+            responses=_responses(product, pii_scope, many=True) | (responses or {}),
             response_class=Response,
             include_in_schema=visible,
         )

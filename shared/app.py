@@ -15,10 +15,12 @@ from shared.db import Database
 from shared.errors import ServiceUnavailable, install_problem_handlers
 from shared.hygiene import install_hygiene
 from shared.metadata import metadata_router
+from shared.openapi import document_service_responses, problem
 from shared.products import Domain
 from shared.quality import latest_scores
 from shared.quality_api import quality_router, quality_schedule
 from shared.settings import MeshSettings, database_url_for
+from shared.write_api import write_router
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -54,6 +56,7 @@ def service_app(
     )
     install_problem_handlers(app)
     install_hygiene(app, name, settings or MeshSettings())
+    document_service_responses(app)
 
     @app.get(f"/{name}/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -83,6 +86,8 @@ def create_domain_app(
             )
         app.state.database = Database(domain.name, url, settings)
         try:
+            # a server that could lose acknowledged writes: the service refuses to start
+            await app.state.database.verify_durability()
             async with quality_schedule(
                 domain, app.state.database, settings.quality_interval_seconds
             ):
@@ -104,7 +109,12 @@ def create_domain_app(
         database: Database = app.state.database
         return database
 
-    @app.get(f"/{domain.name}/readyz", tags=["health"], summary="Readiness")
+    @app.get(
+        f"/{domain.name}/readyz",
+        tags=["health"],
+        summary="Readiness",
+        responses={503: problem("The database does not answer or is not migrated.")},
+    )
     async def readyz(request: Request) -> JSONResponse:
         """The database answers and is migrated to the newest revision."""
         state = await database().readiness()
@@ -120,7 +130,8 @@ def create_domain_app(
     app.include_router(contract_router(domain), dependencies=readers)
     app.include_router(quality_router(domain, database), dependencies=readers)
     app.include_router(metadata_router(domain, database, latest_scores), dependencies=readers)
-    app.include_router(
-        product_router(domain, ProductReader(domain, database, settings)), dependencies=readers
-    )
+    reader = ProductReader(domain, database, settings)
+    # writes need the write scope besides the read one (shared.write_api)
+    app.include_router(write_router(domain, database, reader), dependencies=readers)
+    app.include_router(product_router(domain, reader), dependencies=readers)
     return app

@@ -27,6 +27,7 @@ from shared.checks import (
 )
 from shared.errors import NotAcceptable, UnknownProduct
 from shared.formats import accepted_media
+from shared.openapi import problem
 from shared.products import Classification, Column, ColumnType, Domain, Product
 from shared.values import sql_type
 
@@ -501,9 +502,6 @@ def negotiate_contract(format_parameter: str | None, accept: str | None) -> str:
     )
 
 
-_PROBLEM = {"application/problem+json": {"schema": {"type": "object"}}}
-
-
 def contract_router(domain: Domain) -> APIRouter:
     """GET /<domain>/v1/products/{product}/contract for every product of the domain."""
     router = APIRouter()
@@ -553,8 +551,8 @@ def contract_router(domain: Domain) -> APIRouter:
                     JSON_MEDIA_TYPE: {"schema": {"type": "object"}},
                 },
             },
-            404: {"description": "No such product.", "content": _PROBLEM},
-            406: {"description": "Neither YAML nor JSON is acceptable.", "content": _PROBLEM},
+            404: problem("No such product."),
+            406: problem("Neither YAML nor JSON is acceptable."),
         },
         response_class=Response,
     )

@@ -1,22 +1,75 @@
 """A domain's database: one async SQLAlchemy engine on asyncpg, created in the app's lifespan;
-and the least-privileged role a service connects as."""
+and the least-privileged role a service connects as.
+
+Faults (docs/operations.md): a database that is down, unreachable or not answering is a 503
+with `Retry-After`, answered within the pool timeout (acquiring a connection, pinging it
+included, never takes longer); a statement cut by `statement_timeout` is a 504
+(`statement_timeout`) and its connection goes back to the pool healthy; a connection that
+failed is closed, never pooled, and the next request reconnects, so the service recovers by
+itself when the database returns."""
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import unquote, urlsplit
 
 import anyio
 import asyncpg
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from shared.errors import ServiceUnavailable
+from shared.errors import GatewayTimeout, ServiceUnavailable
 from shared.migrations import current_revision, head_revision
 from shared.settings import MeshSettings, asyncpg_url
+
+_log = logging.getLogger("datamesh")
+
+# the server settings without which an acknowledged (committed) write could be lost in a crash
+DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
+_DURABILITY_QUERY = "SELECT " + ", ".join(f"current_setting('{s}')" for s in DURABILITY_SETTINGS)
+
+
+class StatementTimeout(GatewayTimeout):
+    code = "statement_timeout"
+    title = "Statement timeout"
+
+
+class DurabilityOff(ServiceUnavailable):
+    code = "durability_off"
+    title = "Database not durable"
+
+
+def durability_problems(values: dict[str, str]) -> list[str]:
+    """What is wrong with a server's durability settings (SHOW values by name): fsync and
+    full_page_writes must be on, synchronous_commit anything but off (local, remote_write,
+    on and remote_apply all flush the commit to the local WAL before acknowledging it)."""
+    problems = []
+    for name in ("fsync", "full_page_writes"):
+        if values.get(name) != "on":
+            problems.append(f"{name} is {values.get(name)!r} (must be on)")
+    if values.get("synchronous_commit") in (None, "off"):
+        problems.append(
+            f"synchronous_commit is {values.get('synchronous_commit')!r} (must not be off)"
+        )
+    return problems
+
+
+def connection_lost(exc: BaseException, driver: asyncpg.Connection | None) -> bool:
+    """Whether an error raised while using a connection means the database went away (or
+    stopped answering) rather than the statement being wrong."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return False
+    if isinstance(
+        exc,
+        OSError  # refused, reset, and TimeoutError (the client-side command timeout)
+        | asyncpg.PostgresConnectionError
+        | asyncpg.exceptions.OperatorInterventionError,  # shutting down, crashed, starting
+    ):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and driver is not None and driver.is_closed()
 
 
 class Database:
@@ -25,14 +78,23 @@ class Database:
     def __init__(self, domain: str, url: str, settings: MeshSettings):
         self.domain = domain
         self.settings = settings
+        # whether the server's durability settings were checked since the last failure
+        self._durable = False
+        timeout = settings.pool_timeout_seconds
+        statement_timeout = settings.statement_timeout_ms / 1000
         self.engine: AsyncEngine = create_async_engine(
             asyncpg_url(url),
             pool_size=settings.pool_size,
             max_overflow=0,
-            pool_timeout=settings.pool_timeout_seconds,
-            pool_pre_ping=True,
+            pool_timeout=timeout,
+            # pinged by _acquire instead, with a deadline: a server that stopped answering
+            # (frozen, partitioned) must not hang a checkout
+            pool_pre_ping=False,
             connect_args={
-                "timeout": settings.pool_timeout_seconds,
+                "timeout": timeout,
+                # a backstop for a server that stops answering in the middle of a statement:
+                # statement_timeout is enforced by the server, which then cannot
+                "command_timeout": statement_timeout + timeout if statement_timeout else None,
                 "server_settings": {
                     "timezone": "UTC",
                     "application_name": f"datamesh-{domain}",
@@ -43,48 +105,127 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled asyncpg connection; a database that cannot be reached is a 503."""
+        """A pooled asyncpg connection: a database that cannot be reached (or is lost while
+        in use) is a 503, a statement that outlives the statement timeout a 504."""
+        conn, driver = await self._acquire()
+        broken = False
         try:
-            async with self.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
-                try:
-                    yield driver
-                finally:
-                    if driver.is_in_transaction():
-                        # a stream cancelled mid-read (its client went away) could not end its
-                        # cursor's transaction: close that connection rather than pool it
-                        with anyio.CancelScope(shield=True):
-                            await conn.invalidate()
-        except (
-            PoolTimeout,
-            OSError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.CannotConnectNowError,
-        ) as exc:
+            yield driver
+        except asyncpg.QueryCanceledError:
+            # rolled back by the transaction it ran in, if any: the connection stays healthy
+            raise StatementTimeout(
+                f"The {self.domain} database cancelled the statement: it ran longer than the "
+                f"statement timeout ({self.settings.statement_timeout_ms} ms). Narrow the read "
+                "(filters, select, limit) or page it.",
+                timeout_ms=self.settings.statement_timeout_ms,
+            ) from None
+        except Exception as exc:
+            if not connection_lost(exc, driver):
+                raise
+            broken = True
             raise self._unavailable(exc) from None
-        except SQLAlchemyError as exc:
-            if isinstance(exc.__cause__, OSError | asyncpg.PostgresConnectionError):
+        finally:
+            # a stream cancelled mid-read (its client went away) could not end its cursor's
+            # transaction: that connection is closed, like a failed one, rather than pooled
+            await self._release(conn, driver, broken=broken or driver.is_in_transaction())
+
+    async def _acquire(self) -> tuple[AsyncConnection, asyncpg.Connection]:
+        """A pooled connection that answered a ping, within the pool timeout; else a 503. A
+        pooled connection the server closed (it restarted) is replaced, so the service
+        recovers by itself."""
+        budget = self.settings.pool_timeout_seconds
+        deadline = time.monotonic() + budget
+        failure: BaseException | None = None
+        for _ in range(self.settings.pool_size + 1):
+            try:
+                conn = await self.engine.connect()
+                driver = await _driver(conn)
+            except Exception as exc:  # refused, timed out, pool exhausted, bad password, ...
                 raise self._unavailable(exc) from None
-            raise
+            try:
+                # the ping waits up to the time left, and at least a second
+                wait = max(deadline - time.monotonic(), min(budget, 1.0))
+                if not self._durable:
+                    values = await driver.fetchrow(_DURABILITY_QUERY, timeout=wait)
+                    assert values is not None
+                    self._check_durability(dict(zip(DURABILITY_SETTINGS, values, strict=True)))
+                else:
+                    await driver.fetchval("SELECT 1", timeout=wait)
+                return conn, driver
+            except DurabilityOff:
+                await self._release(conn, driver, broken=False)
+                raise
+            except Exception as exc:
+                await self._release(conn, driver, broken=True)
+                if not connection_lost(exc, driver):
+                    raise self._unavailable(exc) from None
+                failure = exc
+                if isinstance(exc, TimeoutError) or time.monotonic() >= deadline:
+                    break
+            except BaseException:  # cancelled mid-ping: the connection's state is unknown
+                await self._release(conn, driver, broken=True)
+                raise
+        raise self._unavailable(failure or TimeoutError())
+
+    async def _release(
+        self, conn: AsyncConnection, driver: asyncpg.Connection, *, broken: bool
+    ) -> None:
+        """Give a connection back to the pool, or close it for good if it is broken."""
+        with anyio.CancelScope(shield=True):
+            if broken or driver.is_closed():
+                driver.terminate()  # at once: a graceful close would wait on the server
+                await conn.invalidate()
+            await conn.close()
+
+    def _check_durability(self, values: dict[str, str]) -> None:
+        problems = durability_problems(values)
+        if problems:
+            raise DurabilityOff(
+                f"The {self.domain} database could lose acknowledged writes in a crash: "
+                f"{'; '.join(problems)}. The service refuses to serve from it until they are fixed.",
+                settings=values,
+            )
+        self._durable = True
 
     def _unavailable(self, exc: BaseException) -> ServiceUnavailable:
-        retry = int(self.settings.pool_timeout_seconds) + 1
+        self._durable = False  # checked again when it answers (it may come back reconfigured)
+        retry = math.ceil(self.settings.pool_timeout_seconds) + 1
+        what = "did not answer in time" if isinstance(exc, TimeoutError) else "is unreachable"
         return ServiceUnavailable(
-            f"The {self.domain} database is unreachable ({type(exc).__name__}); retry later.",
+            f"The {self.domain} database {what} ({type(exc).__name__}); retry later.",
             headers={"Retry-After": str(retry)},
         )
 
+    async def verify_durability(self) -> None:
+        """At startup: refuse to serve (RuntimeError) from a server whose settings could lose
+        an acknowledged write. A server that does not answer yet is checked when it does (its
+        first connection), and until then the service is not ready."""
+        try:
+            conn, driver = await self._acquire()
+        except DurabilityOff as problem:
+            raise RuntimeError(problem.detail) from None
+        except ServiceUnavailable as problem:
+            _log.warning("%s Its durability settings are checked when it answers.", problem.detail)
+            return
+        await self._release(conn, driver, broken=False)
+
     async def readiness(self) -> dict[str, str | bool]:
-        """Whether the database answers and is migrated to the newest revision."""
+        """Whether the database answers (durable) and is migrated to the newest revision."""
         head = head_revision(self.domain)
         try:
-            async with self.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-                current = await current_revision(conn, self.domain)
-        except (SQLAlchemyError, OSError) as exc:
+            conn, driver = await self._acquire()
+        except DurabilityOff as problem:
+            return {"ready": False, "database": f"not durable: {problem.detail}"}
+        except ServiceUnavailable as problem:
+            return {"ready": False, "database": f"unreachable: {problem.detail}"}
+        broken = False
+        try:
+            current = await current_revision(conn, self.domain)
+        except Exception as exc:
+            broken = True
             return {"ready": False, "database": f"unreachable: {type(exc).__name__}"}
+        finally:
+            await self._release(conn, driver, broken=broken)
         return {
             "ready": current == head,
             "database": "reachable",
@@ -95,6 +236,13 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    return driver
 
 
 async def connect(url: str) -> asyncpg.Connection:

@@ -29,6 +29,12 @@ def _bin(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name
 
 
+# crash safety: a commit is acknowledged only once its WAL is flushed to disk, and pages are
+# written whole (the defaults, said explicitly so that no configuration file can turn them off;
+# the services check them at startup, shared.db.Database.verify_durability)
+DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:
@@ -75,26 +81,44 @@ class EmbeddedPostgres:
             self._prepare_system_user()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.pgdata),
-            "-w",
-            "-t",
-            "30",
-            "-l",
-            str(self.pgdata / "server.log"),
-            "-o",
-            f"-h 127.0.0.1 -p {self.port} -k ''",
-            "start",
+        options = f"-h 127.0.0.1 -p {self.port} -k ''" + "".join(
+            f" -c {name}={value}" for name, value in DURABLE_SETTINGS.items()
         )
+        start = ("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "30")
+        log = ("-l", str(self.pgdata / "server.log"))
+        # after a crash (SIGKILL of the postmaster) PostgreSQL itself sees that the
+        # postmaster.pid left behind is stale (never remove it by hand: it guards the data
+        # directory); the killed server's orphaned backends may hold its shared memory for a
+        # moment, and it refuses to start until they are gone: try again for a while
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._run(*start, *log, "-o", options, "start")
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline or not self._orphans_left():
+                    raise
+                time.sleep(0.2)
         for database in databases:
             self.ensure_database(database)
 
-    def stop(self) -> None:
-        """Stop the server (fast shutdown); a server that is not running is left alone."""
+    def postmaster_pid(self) -> int | None:
+        """The pid the server's postmaster.pid names, if the file exists."""
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+
+    def _orphans_left(self) -> bool:
+        log = self.pgdata / "server.log"
+        return log.exists() and "is still in use" in log.read_text()[-4000:]
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (`fast`: roll back open transactions, checkpoint; `immediate`: quit
+        at once, as in a crash, recovered from the WAL at the next start); a server that is
+        not running is left alone."""
         if (self.pgdata / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-m", "fast", "stop", check=False)
+            self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-m", mode, "stop", check=False)
 
     def _initdb(self) -> None:
         shutil.rmtree(self.pgdata, ignore_errors=True)

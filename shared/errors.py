@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 _log = logging.getLogger("datamesh")
@@ -99,6 +100,11 @@ class GatewayTimeout(Problem):
     title = "Gateway timeout"
 
 
+class StreamAborted(Exception):
+    """A streamed response that failed after it had started (logged where it failed): the
+    server closes the connection without the end of the body."""
+
+
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
     """Render a problem as a problem+json response."""
     return JSONResponse(
@@ -107,6 +113,21 @@ def problem_response(problem: Problem, request: Request) -> JSONResponse:
         media_type=PROBLEM_JSON,
         headers=problem.headers,
     )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the app serves at the request's path. Starlette's 405 names only those of
+    the first route that matches the path, though a path may have a route per method."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
+    return ", ".join(allowed)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -122,7 +143,10 @@ def install_problem_handlers(app: FastAPI) -> None:
             404: f"Nothing is published at '{request.url.path}'.",
             405: f"Method {request.method} is not allowed on '{request.url.path}'.",
         }.get(exc.status_code, str(exc.detail))
-        problem = Problem(detail, headers=dict(exc.headers or {}))  # keeps 405's Allow
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+        problem = Problem(detail, headers=headers)
         problem.status = exc.status_code
         problem.code = {404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "http_error"
@@ -141,7 +165,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(problem, request)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        _log.exception("unexpected error on %s %s", request.method, request.url.path)
+        if not isinstance(exc, StreamAborted):  # logged already; its response had started
+            _log.exception("unexpected error on %s %s", request.method, request.url.path)
         problem = Problem("The service failed to answer; the error was logged.")
         problem.status, problem.code, problem.title = 500, "internal_error", "Internal error"
         return problem_response(problem, request)

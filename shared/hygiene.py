@@ -52,6 +52,8 @@ EXPOSED_HEADERS = [
     "RateLimit-Limit",
     "RateLimit-Remaining",
     "RateLimit-Reset",
+    "ETag",  # writes (shared.write_api): a row's entity tag, whether a response is replayed
+    "Idempotent-Replayed",
 ]
 # the framework's own OpenAPI tags; any other tag of a route is the product it reads
 _FRAMEWORK_TAGS = {"health", "catalogue", "quality", "contracts"}
@@ -107,8 +109,14 @@ def install_hygiene(app: FastAPI, service: str, settings: MeshSettings) -> None:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Accept", "Content-Type", "Prefer"],
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "PUT", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Accept",
+                "Content-Type",
+                "Prefer",
+                *("Idempotency-Key", "If-Match", "If-None-Match"),  # writes
+            ],
             expose_headers=EXPOSED_HEADERS,
             allow_credentials=False,  # bearer tokens, never cookies
             max_age=600,

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from shared.api import pii_scope, product_path
 from shared.checks import Freshness
 from shared.db import Database
+from shared.openapi import problem
 from shared.products import ColumnType, Domain, Product
 from shared.query import quote_ident
 
@@ -98,7 +99,15 @@ def metadata_router(
     """GET /<domain>/v1/metadata."""
     router = APIRouter()
 
-    @router.get(f"/{domain.name}/v1/metadata", tags=["catalogue"], summary="Domain metadata")
+    @router.get(
+        f"/{domain.name}/v1/metadata",
+        tags=["catalogue"],
+        summary="Domain metadata",
+        responses={
+            503: problem("The domain database is unreachable (`Retry-After` says when to retry)."),
+            504: problem("A query ran longer than the statement timeout (`statement_timeout`)."),
+        },
+    )
     async def metadata() -> JSONResponse:
         """Owner, classification and, per product, row count, last update and quality score,
         measured from the data at request time."""

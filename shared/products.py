@@ -5,8 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from shared.checks import Check
+
+if TYPE_CHECKING:
+    from shared.writes import TableWrites
 
 
 class ColumnType(StrEnum):
@@ -194,6 +198,8 @@ class Domain:
     database: str
     products: tuple[Product, ...] = field(default_factory=tuple)
     service_levels: ServiceLevels = field(default_factory=ServiceLevels)
+    # the tables its owning team writes through the API, and how (shared.writes)
+    writes: tuple[TableWrites, ...] = ()
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.products]
@@ -202,6 +208,9 @@ class Domain:
         reserved = sorted(RESERVED_PRODUCT_NAMES.intersection(names))
         if reserved:
             raise ValueError(f"Domain '{self.name}': product names {reserved} are reserved")
+        from shared.writes import check_writes  # writes build on these declarations
+
+        check_writes(self)
 
     def product(self, name: str) -> Product | None:
         """The product published under that kebab-case name, or None."""

@@ -13,12 +13,15 @@ from fastapi.responses import JSONResponse
 
 from shared.auth import require
 from shared.db import Database
-from shared.errors import PROBLEM_JSON, InvalidValue, LimitOutOfRange, NotFound, UnknownParameter
+from shared.errors import InvalidValue, LimitOutOfRange, NotFound, UnknownParameter
+from shared.openapi import problem
 from shared.products import Domain
 from shared.quality import latest_run, read_run, run_history, run_quality
 
 HISTORY_LIMIT = 20
 HISTORY_MAX_LIMIT = 100
+_WHOLE_DIGITS = 9  # run ids, limits and offsets: at most 9 digits (well inside an int4)
+_MAX_WHOLE = 10**_WHOLE_DIGITS - 1
 STOP_GRACE_SECONDS = 5.0  # shutdown lets a scheduled run in progress finish for this long
 
 _log = logging.getLogger("datamesh.quality")
@@ -34,24 +37,12 @@ class UnknownQualityRun(NotFound):
     title = "Unknown quality run"
 
 
-_PROBLEM_SCHEMA = {
-    "schema": {
-        "type": "object",
-        "properties": {
-            k: {"type": "string"} for k in ("type", "title", "code", "detail", "instance")
-        }
-        | {"status": {"type": "integer"}},
-    }
-}
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_JSON: _PROBLEM_SCHEMA}}
-
-
 Responses = dict[int | str, dict[str, Any]]
-_UNAVAILABLE: Responses = {503: _problem("The domain database is unreachable.")}
-_BAD_PARAMETER: Responses = {400: _problem("A query parameter is unknown or malformed.")}
+_UNAVAILABLE: Responses = {
+    503: problem("The domain database is unreachable (`Retry-After` says when to retry)."),
+    504: problem("A query ran longer than the statement timeout (`statement_timeout`)."),
+}
+_BAD_PARAMETER: Responses = {400: problem("A query parameter is unknown or malformed.")}
 
 _RESULT_SCHEMA = {
     "type": "object",
@@ -120,7 +111,7 @@ def _whole_number(request: Request, name: str, default: int, maximum: int | None
     raw = values[0]
     if len(values) > 1:
         raise InvalidValue(f"Parameter '{name}' is given more than once.", parameter=name)
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _WHOLE_DIGITS:
         raise InvalidValue(
             f"Parameter '{name}' has value '{raw}'; expected a whole number.",
             parameter=name,
@@ -176,7 +167,7 @@ def quality_router(domain: Domain, database: Callable[[], Database]) -> APIRoute
                 "content": {"application/json": {"schema": _RUN_SCHEMA}},
             },
             **_BAD_PARAMETER,
-            404: _problem("No quality run has been made yet."),
+            404: problem("No quality run has been made yet."),
             **_UNAVAILABLE,
         },
     )
@@ -214,7 +205,12 @@ def quality_router(domain: Domain, database: Callable[[], Database]) -> APIRoute
                     "in": "query",
                     "required": False,
                     "description": "Runs to skip, newest first.",
-                    "schema": {"type": "integer", "minimum": 0, "default": 0},
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "maximum": _MAX_WHOLE,
+                        "default": 0,
+                    },
                 },
             ]
         },
@@ -246,7 +242,12 @@ def quality_router(domain: Domain, database: Callable[[], Database]) -> APIRoute
         response_class=JSONResponse,
         openapi_extra={
             "parameters": [
-                {"name": "run_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+                {
+                    "name": "run_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_WHOLE},
+                }
             ]
         },
         responses={
@@ -254,8 +255,8 @@ def quality_router(domain: Domain, database: Callable[[], Database]) -> APIRoute
                 "description": "The run with every result.",
                 "content": {"application/json": {"schema": _RUN_SCHEMA}},
             },
-            400: _problem("The run id is not a whole number, or a parameter is unknown."),
-            404: _problem("No run has that id."),
+            400: problem("The run id is not a whole number, or a parameter is unknown."),
+            404: problem("No run has that id."),
             **_UNAVAILABLE,
         },
     )
@@ -263,7 +264,7 @@ def quality_router(domain: Domain, database: Callable[[], Database]) -> APIRoute
         """One kept quality run with its results."""
         _only(request, ())
         raw = request.path_params["run_id"]
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > _WHOLE_DIGITS:
             raise InvalidValue(
                 f"Run id '{raw}' is not a whole number.", parameter="run_id", value=raw
             )

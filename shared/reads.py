@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from shared.db import Database
+from shared.db import Database, connection_lost
 from shared.formats import Format, Page, encode_arrow, encode_ndjson, encode_parquet
 from shared.pseudonym import PseudonymKey
 from shared.query import ReadQuery, SqlBuilder, order_by, quote_ident
@@ -55,15 +56,42 @@ async def page_as_json(
     return [r[0] for r in rows], last
 
 
+async def _cursor_batches(
+    conn: asyncpg.Connection, statement: str, args: list[Any], batch_rows: int
+) -> AsyncGenerator[list[asyncpg.Record], None]:
+    """The rows of a statement in batches, through a server-side cursor in a read-only
+    transaction. Once every row is read, a commit that fails (the database lost just then)
+    loses nothing: the stream still ends whole (the connection is closed, not pooled)."""
+    transaction = conn.transaction(readonly=True)
+    await transaction.start()
+    try:
+        cursor = await conn.cursor(statement, *args)
+        while rows := await cursor.fetch(batch_rows):
+            yield rows
+            if len(rows) < batch_rows:  # the last batch: no need to ask again
+                break
+    except BaseException:
+        if not conn.is_closed():
+            # a failed rollback leaves the transaction open: the connection is then closed,
+            # not pooled (shared.db.Database.connection)
+            with contextlib.suppress(Exception):
+                await transaction.rollback()
+        raise
+    try:
+        await transaction.commit()
+    except Exception as exc:
+        if not connection_lost(exc, conn):
+            raise
+
+
 async def json_batches(
     conn: asyncpg.Connection, query: ReadQuery, batch_rows: int, pseudonym: PseudonymKey | None
 ) -> AsyncGenerator[list[str], None]:
     """Every row as JSON text, in batches, through a server-side cursor."""
     sql = SqlBuilder(pseudonym=pseudonym)
     statement, args = _select(sql, query, _json_row(sql, query), limit=query.limit)
-    async with conn.transaction(readonly=True):
-        cursor = await conn.cursor(statement, *args)
-        while rows := await cursor.fetch(batch_rows):
+    async with aclosing(_cursor_batches(conn, statement, args, batch_rows)) as batches:
+        async for rows in batches:
             yield [r[0] for r in rows]
 
 
@@ -73,9 +101,8 @@ async def row_batches(
     """Every row as typed values, in batches, through a server-side cursor."""
     sql = SqlBuilder(pseudonym=pseudonym)
     statement, args = _select(sql, query, sql.outputs(query), limit=query.limit)
-    async with conn.transaction(readonly=True):
-        cursor = await conn.cursor(statement, *args)
-        while rows := await cursor.fetch(batch_rows):
+    async with aclosing(_cursor_batches(conn, statement, args, batch_rows)) as batches:
+        async for rows in batches:
             yield rows
 
 

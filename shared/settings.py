@@ -22,6 +22,9 @@ class MeshSettings(BaseSettings):
     pool_size: int = Field(10, ge=1)
     pool_timeout_seconds: float = Field(5.0, gt=0)
     statement_timeout_ms: int = Field(30_000, ge=0)
+    # on SIGTERM a service stops accepting and lets in-flight requests finish for up to this
+    # long (uvicorn's --timeout-graceful-shutdown, which `datamesh up` sets from it)
+    shutdown_grace_seconds: int = Field(20, ge=0)
     quality_interval_seconds: float = Field(0.0, ge=0)  # scheduled quality runs; 0: off
     # requests per minute per token subject (per client address without a valid token); None:
     # the service's default (shared.hygiene.DEFAULT_RATE_LIMITS); 0: no limit

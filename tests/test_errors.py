@@ -270,10 +270,13 @@ async def test_cursor_that_is_not_base64_json_is_refused(
 
 
 async def test_method_other_than_get_is_405_with_allow(sales: httpx.AsyncClient) -> None:
-    response = await sales.post(CUS, json={"customer_name": "x"})
-    body = assert_problem(response, 405, "method_not_allowed", "POST", CUS)
-    assert body["detail"] == f"Method POST is not allowed on '{CUS}'."
+    products = "/sales/v1/products"  # a product its domain does not write (shared.writes)
+    response = await sales.post(products, json={"product_name": "x"})
+    body = assert_problem(response, 405, "method_not_allowed", "POST", products)
+    assert body["detail"] == f"Method POST is not allowed on '{products}'."
     assert "GET" in response.headers["allow"]
+    deleted = await sales.delete(CUS)
+    assert_problem(deleted, 405, "method_not_allowed", "DELETE", CUS)
 
 
 async def test_no_answer_carries_a_traceback(sales: httpx.AsyncClient) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -20,6 +21,7 @@ from shared.api import Handler, add_read_routes, parse_request, respond
 from shared.app import service_app
 from shared.auth import AuthSettings, require
 from shared.errors import InvalidValue, ServiceUnavailable, UnknownProduct
+from shared.openapi import problem
 from shared.settings import MeshSettings
 from shared.tables import TableRows
 
@@ -39,6 +41,11 @@ _PERIOD_PARAMETERS = (
         "schema": {"type": "string", "format": "date"},
     },
 )
+
+_UPSTREAM_FAILURES: dict[int | str, dict[str, Any]] = {
+    503: problem("A domain the metric reads is unreachable or failing; the problem names it."),
+    504: problem("A domain the metric reads did not answer in time; the problem names it."),
+}
 
 
 def parse_period(params: list[tuple[str, str]]) -> tuple[Period, list[tuple[str, str]]]:
@@ -103,7 +110,12 @@ def create_app(
         current: DomainRegistry = app.state.registry
         return current
 
-    @app.get("/mesh/readyz", tags=["health"], summary="Readiness")
+    @app.get(
+        "/mesh/readyz",
+        tags=["health"],
+        summary="Readiness",
+        responses={503: problem("A domain does not answer its readiness check.")},
+    )
     async def readyz() -> JSONResponse:
         """Every registered domain answers its readiness check."""
 
@@ -154,6 +166,7 @@ def create_app(
             + ", ".join(f"`{lineage}`" for lineage in sorted({i.lineage for i in metric.inputs})),
             parameters=_PERIOD_PARAMETERS,
             notes=f"Period: {metric.period}.",
+            responses=_UPSTREAM_FAILURES,
         )
     known = ", ".join(m.name for m in METRICS)
 

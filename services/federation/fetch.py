@@ -11,12 +11,59 @@ from typing import Any
 
 import httpx
 import pyarrow as pa
+import stamina
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from services.federation.resilience import (
+    IDEMPOTENT_METHODS,
+    RETRYABLE_STATUSES,
+    CircuitBreaker,
+    InvalidUpstream,
+    RetryableStatus,
+    retryable,
+)
 from services.federation.settings import FederationSettings
 from shared.auth import AuthSettings, mint_token
 from shared.errors import GatewayTimeout, ServiceUnavailable
 
 _ARROW = "application/vnd.apache.arrow.stream"
+_JSON = "application/json"
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _ListedProduct(_Shape):
+    name: str
+    path: str
+
+
+class _MetadataEntry(_Shape):
+    kind: str
+    path: str
+    description: str
+    row_count: int | None
+    last_updated: str | None
+    quality_score: float | None
+    columns: list[Any]
+
+
+class _Metadata(_Shape):
+    owner: str
+    description: str
+    update_frequency: str
+    data_classification: str
+    measured_at: str
+    tables: dict[str, _MetadataEntry]
+
+
+# the JSON documents the mesh reads from a domain, by what it calls them, and their shape
+JSON_SHAPES: dict[str, TypeAdapter[Any]] = {
+    "product list": TypeAdapter(list[_ListedProduct]),
+    "metadata": TypeAdapter(_Metadata),
+    "quality": TypeAdapter(dict[str, Any]),
+}
 
 
 @dataclass(frozen=True)
@@ -72,7 +119,9 @@ class ServiceToken:
 
 
 class DomainRegistry:
-    """The domains the mesh federates: their base URLs and their published products."""
+    """The domains the mesh federates: their base URLs and their published products, read
+    with retries (idempotent reads only) behind one circuit breaker per domain; every answer
+    is checked before use (docs/operations.md)."""
 
     def __init__(
         self, settings: FederationSettings, client: httpx.AsyncClient, token: ServiceToken
@@ -81,6 +130,14 @@ class DomainRegistry:
         self.client = client
         self.token = token
         self._paths: dict[str, tuple[float, dict[str, str]]] = {}
+        self.circuits = {
+            name: CircuitBreaker(
+                name,
+                threshold=settings.circuit_failure_threshold,
+                cooldown=settings.circuit_cooldown_seconds,
+            )
+            for name in settings.domains
+        }
 
     async def product_path(self, domain: str, product: str) -> str:
         """The published path of a product, discovered from the domain's product list."""
@@ -104,7 +161,7 @@ class DomainRegistry:
         params.extend(_period_filters(source, period))
         path = await self.product_path(source.domain, source.product)
         response = await self._request(source.domain, source.product, path, params, _ARROW)
-        return pa.ipc.open_stream(response.content).read_all()
+        return _arrow_table(source, response)
 
     async def fetch_all(self, inputs: tuple[Input, ...], period: Period) -> dict[str, pa.Table]:
         """Every input, concurrently; the first failure cancels the others and is raised."""
@@ -116,8 +173,25 @@ class DomainRegistry:
         return {name: task.result() for name, task in tasks.items()}
 
     async def get_json(self, domain: str, what: str, path: str) -> Any:
-        """A JSON document a domain serves (problems name the domain and `what`)."""
-        return (await self._request(domain, what, path, [], "application/json")).json()
+        """A JSON document a domain serves, checked against its shape (JSON_SHAPES[what]);
+        problems name the domain and `what`."""
+        response = await self._request(domain, what, path, [], _JSON)
+        media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != _JSON:
+            raise _invalid(domain, what, f"its content type is '{media or 'none'}', not {_JSON}")
+        try:
+            document = response.json()
+        except ValueError:
+            raise _invalid(domain, what, "its body is not JSON") from None
+        shape = JSON_SHAPES.get(what)
+        if shape is not None:
+            try:
+                shape.validate_python(document)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "the document"
+                raise _invalid(domain, what, f"{where}: {first['msg']}") from None
+        return document
 
     async def _request(
         self,
@@ -126,22 +200,35 @@ class DomainRegistry:
         path: str,
         params: Sequence[tuple[str, str]],
         accept: str,
+        method: str = "GET",
     ) -> httpx.Response:
+        """One read of a domain, tried again on a connect error, a read timeout or a
+        502/503/504 (idempotent methods only), each try through the domain's circuit."""
         base = self.settings.domains.get(domain)
         if base is None:
             raise ServiceUnavailable(
                 f"No base URL is registered for the {domain} domain (MESH_DOMAINS).", domain=domain
             )
+        settings = self.settings
+        attempts = settings.retry_attempts if method in IDEMPOTENT_METHODS else 1
+        headers = {"Accept": accept, **self.token.header()}
         try:
-            response = await self.client.get(
-                base + path,
-                params=httpx.QueryParams(list(params)),
-                headers={"Accept": accept, **self.token.header()},
-            )
+            async for attempt in stamina.retry_context(
+                on=retryable,
+                attempts=attempts,
+                timeout=settings.retry_budget_seconds,
+                wait_initial=settings.retry_initial_seconds,
+                wait_max=settings.retry_max_seconds,
+                wait_jitter=settings.retry_jitter_seconds,
+            ):
+                with attempt:
+                    return await self._attempt(
+                        domain, product, method, base + path, params, headers
+                    )
         except httpx.TimeoutException:
             raise GatewayTimeout(
                 f"The {domain} domain did not answer for '{product}' within "
-                f"{self.settings.read_timeout_seconds:g}s.",
+                f"{settings.read_timeout_seconds:g}s.",
                 domain=domain,
                 product=product,
             ) from None
@@ -152,16 +239,79 @@ class DomainRegistry:
                 domain=domain,
                 product=product,
             ) from None
-        if response.status_code != 200:
-            detail = response.text[:300]
-            raise ServiceUnavailable(
-                f"The {domain} domain answered {response.status_code} for '{product}': {detail}",
-                headers={"Retry-After": "5"},
-                domain=domain,
-                product=product,
-                upstream_status=response.status_code,
+        except RetryableStatus as failure:
+            raise _upstream_error(domain, product, failure.response) from None
+        raise AssertionError("unreachable: stamina either returns or raises")
+
+    async def _attempt(
+        self,
+        domain: str,
+        product: str,
+        method: str,
+        url: str,
+        params: Sequence[tuple[str, str]],
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        circuit = self.circuits[domain]
+        circuit.before_call(product)
+        try:
+            response = await self.client.request(
+                method, url, params=httpx.QueryParams(list(params)), headers=headers
             )
+        except httpx.HTTPError as exc:
+            circuit.failed(type(exc).__name__)
+            raise
+        except BaseException:
+            circuit.abandoned()
+            raise
+        if response.status_code >= 500:
+            circuit.failed(f"HTTP {response.status_code}")
+            if response.status_code in RETRYABLE_STATUSES:
+                raise RetryableStatus(response)
+        else:
+            circuit.succeeded()
+        if response.status_code != 200:
+            raise _upstream_error(domain, product, response)
         return response
+
+
+def _upstream_error(domain: str, product: str, response: httpx.Response) -> ServiceUnavailable:
+    detail = response.text[:300]
+    return ServiceUnavailable(
+        f"The {domain} domain answered {response.status_code} for '{product}': {detail}",
+        headers={"Retry-After": "5"},
+        domain=domain,
+        product=product,
+        upstream_status=response.status_code,
+    )
+
+
+def _invalid(domain: str, product: str, why: str) -> InvalidUpstream:
+    return InvalidUpstream(
+        f"The {domain} domain's answer for '{product}' is not valid: {why}.",
+        domain=domain,
+        product=product,
+    )
+
+
+def _arrow_table(source: Input, response: httpx.Response) -> pa.Table:
+    """The Arrow stream of an answer, checked: its content type, a whole stream (with its end
+    marker) and every column asked for."""
+    media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != _ARROW:
+        raise _invalid(
+            source.domain, source.product, f"its content type is '{media or 'none'}', not {_ARROW}"
+        )
+    try:
+        table = pa.ipc.open_stream(response.content).read_all()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise _invalid(
+            source.domain, source.product, f"its body is not an Arrow stream ({exc})"
+        ) from None
+    missing = [c for c in source.columns if c not in table.column_names]
+    if missing:
+        raise _invalid(source.domain, source.product, f"it lacks the columns {', '.join(missing)}")
+    return table
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class FederationSettings(BaseSettings):
-    """The domain registry and the HTTP client's timeouts."""
+    """The domain registry, the HTTP client's timeouts, retries and circuit breakers."""
 
     model_config = SettingsConfigDict(env_prefix="MESH_", env_file=".env", extra="ignore")
 
@@ -21,6 +21,18 @@ class FederationSettings(BaseSettings):
     connect_timeout_seconds: float = Field(2.0, gt=0)
     read_timeout_seconds: float = Field(30.0, gt=0)
     discovery_ttl_seconds: float = Field(60.0, ge=0)
+    # reads of a domain that fail to connect, time out or answer 502/503/504 are tried again,
+    # up to `retry_attempts` in all, waiting initial * 2^n (at most max) plus up to `jitter`
+    # seconds between tries, and never starting a try after `retry_budget_seconds`
+    retry_attempts: int = Field(3, ge=1)
+    retry_initial_seconds: float = Field(0.1, ge=0)
+    retry_max_seconds: float = Field(2.0, ge=0)
+    retry_jitter_seconds: float = Field(0.2, ge=0)
+    retry_budget_seconds: float = Field(10.0, gt=0)
+    # a domain's circuit opens after this many consecutive failed calls and stays open (the
+    # mesh answers 503 at once without calling it) for the cool-down, then lets one probe in
+    circuit_failure_threshold: int = Field(5, ge=1)
+    circuit_cooldown_seconds: float = Field(30.0, gt=0)
     service_token: SecretStr | None = Field(
         None, description="The mesh's token for the domains (else minted from the local secret)."
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from services.marketing.writes import WRITES
 from shared.checks import (
     EMAIL_PATTERN,
     AcceptedValues,
@@ -618,4 +619,5 @@ DOMAIN = Domain(
         CAMPAIGN_PERFORMANCE,
         LEAD_FUNNEL,
     ),
+    writes=WRITES,
 )

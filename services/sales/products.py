@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from services.sales.writes import WRITES
 from shared.checks import (
     EMAIL_PATTERN,
     AcceptedValues,
@@ -492,4 +493,5 @@ DOMAIN = Domain(
         CUSTOMER_LIFETIME_VALUE,
         PRODUCT_PERFORMANCE,
     ),
+    writes=WRITES,
 )

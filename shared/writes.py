@@ -1,0 +1,632 @@
+"""Writes of a domain's tables: what each table accepts (declared by its domain next to its
+products), the input models generated from the declarations, and the hooks of domain logic.
+
+A domain declares, per writable table, the columns a body gives, the columns a PATCH may
+change, the natural key of its daily upserts, defaults, status transitions, rules between the
+fields of a row, the rows of a child table written with it (an order's items) and its own logic
+(pricing). Types, NOT NULL, accepted values, ranges and patterns come from the product's
+declaration: the models are generated from it, never written twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
+
+from shared.checks import AcceptedValues, Pattern, Range
+from shared.errors import Problem
+from shared.products import Column, ColumnType, Product
+
+if TYPE_CHECKING:
+    from shared.products import Domain
+
+_INT32 = 2**31
+_INT64 = 2**63
+# binary floating-point noise a JSON number may carry (0.1 + 0.2): within this of a step of the
+# column's scale, a number is taken as that step; further off, it has too many decimals
+_FLOAT_NOISE = Decimal("1e-9")
+# What `\s` means differs between regex engines (Python, Rust in pydantic, PostgreSQL, the
+# JSON Schema tools that generate requests); patterns are checked and documented with an
+# explicit class instead: every character str.isspace() takes for a space.
+WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# text a NOT NULL column accepts: no NUL (PostgreSQL text cannot hold it), not only spaces
+TEXT_PATTERN = rf"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"
+NULLABLE_TEXT_PATTERN = r"^[^\x00]*$"
+
+
+def explicit_pattern(pattern: str) -> str:
+    """A declared pattern with each `\\s` spelled out as WHITESPACE, so that every engine
+    reads it alike."""
+    out: list[str] = []
+    in_class = escaped = False
+    for i, char in enumerate(pattern):
+        if escaped:
+            escaped = False
+            if char == "s":
+                out[-1] = WHITESPACE if in_class else f"[{WHITESPACE}]"
+                continue
+            out.append(char)
+            continue
+        if char == "\\":
+            escaped = True
+        elif char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class and pattern[i - 1] not in "[^":
+            in_class = False
+        out.append(char)
+    return "".join(out)
+
+
+# --- problems ------------------------------------------------------------------------------
+
+
+class InvalidBody(Problem):
+    """A body that breaks the declarations: each bad field named in `errors`."""
+
+    status = 422
+    code = "invalid_body"
+    title = "Invalid body"
+
+    def __init__(self, errors: Sequence[FieldError], *, detail: str | None = None):
+        shown = "; ".join(f"{e.field}: {e.message}" for e in errors[:10])
+        super().__init__(
+            detail or f"The body is not valid: {shown}.",
+            errors=[e.document() for e in errors],
+        )
+        self.field_errors = list(errors)
+
+
+class ForbiddenTransition(Problem):
+    status = 409
+    code = "forbidden_transition"
+    title = "Forbidden status transition"
+
+    def __init__(self, column: str, current: str, new: str, allowed: tuple[str, ...]):
+        to = ", ".join(allowed) if allowed else "none (it is final)"
+        moves: dict[str, Any] = {"from": current, "to": new, "allowed": list(allowed)}
+        super().__init__(
+            f"'{column}' may not change from '{current}' to '{new}'; from '{current}' it may "
+            f"change to: {to}.",
+            field=column,
+            **moves,
+        )
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """What is wrong with one field of a body (dotted path: `items.0.product_id`)."""
+
+    field: str
+    message: str
+
+    def document(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+# --- declarations --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """The lifecycle of a status column: where a row may start and where it may go next.
+
+    Setting the status a row already has is no change and always allowed. Entering a status
+    named in `stamps` sets that timestamp column to the transaction's time."""
+
+    column: str
+    allowed: Mapping[str, tuple[str, ...]] = field(hash=False)
+    initial: tuple[str, ...]
+    stamps: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def check(self, current: str, new: str) -> None:
+        """Refuse (409, naming from and to) a change the lifecycle does not allow."""
+        if new != current and new not in self.allowed.get(current, ()):
+            raise ForbiddenTransition(self.column, current, new, self.allowed.get(current, ()))
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """A rule between fields of one row (the database holds it as a CHECK too): checked on the
+    row as it will be stored, so a violation is a 422 naming `column`, not a constraint."""
+
+    column: str
+    holds: Callable[[Mapping[str, Any]], bool]
+    message: str
+
+
+@dataclass(frozen=True)
+class Children:
+    """Rows of a child table given inside the parent's body (an order's items) and written
+    with it, each carrying the parent's key in `parent_key`."""
+
+    field: str
+    product: str
+    parent_key: str
+    accepted: tuple[str, ...]
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    min_items: int = 1
+    max_items: int = 1000
+
+
+class WriteLogic:
+    """A domain's own logic around the writes of one table; the default does nothing.
+
+    Hooks read through `context` (never SQL of their own) and change the values in place;
+    they raise a Problem (InvalidBody naming the field) to refuse."""
+
+    async def before_create(
+        self, context: WriteContext, row: dict[str, Any], children: list[dict[str, Any]]
+    ) -> None:
+        """Complete a new row (and its children) before it is inserted."""
+
+    async def before_update(
+        self, context: WriteContext, current: Mapping[str, Any], changes: dict[str, Any]
+    ) -> None:
+        """Complete the changes to an existing row before they are applied."""
+
+
+class WriteContext:
+    """What a hook may read: rows of the domain's tables by key, and the transaction's time.
+    Implemented by shared.write_store on the request's own transaction."""
+
+    now: dt.datetime
+
+    async def rows(
+        self, product: str, keys: Sequence[Any], columns: Sequence[str]
+    ) -> dict[Any, dict[str, Any]]:
+        """The rows of a table product whose key is among `keys`, by key."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableWrites:
+    """How one table product of a domain is written through its API.
+
+    - `accepted`: the columns a POST (or PUT, or batch row) body gives; required unless
+      nullable, defaulted, `filled` by the logic, or the status of `transitions` (which
+      starts at `initial[0]`, given or not).
+    - `updatable`: the columns a PATCH may change (none: no PATCH).
+    - `create`: a POST creates rows; `upsert_key`: a PUT replaces the row with that natural
+      key (its columns in the path, those in `upsert_query` in the query string).
+    - Columns neither accepted nor set by logic take the database's defaults (the key,
+      created_at, updated_at)."""
+
+    product: str
+    accepted: tuple[str, ...]
+    updatable: tuple[str, ...] = ()
+    create: bool = True
+    upsert_key: tuple[str, ...] = ()
+    upsert_query: tuple[str, ...] = ()
+    batch: bool = True
+    defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    filled: tuple[str, ...] = ()  # accepted columns a body may omit: the logic fills them
+    transitions: Transitions | None = None
+    rules: tuple[RowRule, ...] = ()
+    children: Children | None = None
+    logic: WriteLogic = field(default_factory=WriteLogic, hash=False, compare=False)
+
+    def check_row(self, row: Mapping[str, Any]) -> None:
+        """Refuse a row that breaks a rule between its fields (422 naming each field)."""
+        broken = [FieldError(r.column, r.message) for r in self.rules if not r.holds(row)]
+        if broken:
+            raise InvalidBody(broken)
+
+
+def check_writes(domain: Domain) -> None:
+    """Refuse write declarations that name what the domain does not declare."""
+    for writes in domain.writes:
+        product = domain.product(writes.product)
+        where = f"Domain '{domain.name}' writes '{writes.product}'"
+        if product is None or not product.is_table or len(product.key) != 1:
+            raise ValueError(f"{where}: not a declared table product with a one-column key")
+        stored = {c.name for c in product.stored_columns}
+        named = {
+            *writes.accepted,
+            *writes.updatable,
+            *writes.upsert_key,
+            *writes.defaults,
+            *writes.filled,
+            *(r.column for r in writes.rules),
+        }
+        if writes.transitions:
+            named |= {writes.transitions.column, *writes.transitions.stamps.values()}
+        unknown = sorted(named - stored)
+        if unknown:
+            raise ValueError(f"{where}: columns {unknown} are not stored columns of it")
+        if not set(writes.upsert_query) <= set(writes.upsert_key):
+            raise ValueError(f"{where}: upsert_query names columns outside upsert_key")
+        if not set(writes.upsert_key) <= set(writes.accepted):
+            raise ValueError(f"{where}: every upsert_key column must be accepted")
+        if writes.children:
+            child = domain.product(writes.children.product)
+            if child is None or not child.is_table:
+                raise ValueError(f"{where}: child '{writes.children.product}' is not a table")
+            child_named = {
+                *writes.children.accepted,
+                *writes.children.defaults,
+                writes.children.parent_key,
+            }
+            missing = sorted(child_named - {c.name for c in child.stored_columns})
+            if missing:
+                raise ValueError(f"{where}: child columns {missing} are not declared")
+
+
+# --- input models --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """What a declared column accepts, from its type and the product's single-column checks;
+    both the pydantic model and the documented JSON Schema are made from it."""
+
+    column: Column
+    choices: tuple[str, ...] | None
+    minimum: Decimal | None
+    maximum: Decimal | None
+    pattern: str | None
+
+    @property
+    def scale(self) -> int:
+        return 2 if self.column.type is ColumnType.MONEY else self.column.scale
+
+    @property
+    def numeric(self) -> bool:
+        return self.column.type in (ColumnType.MONEY, ColumnType.DECIMAL)
+
+    def integer_bounds(self) -> tuple[int, int]:
+        width = _INT64 if self.column.type is ColumnType.BIGINT else _INT32
+        low, high = -width, width - 1
+        if self.minimum is not None:
+            low = max(low, math.ceil(self.minimum))
+        if self.maximum is not None:
+            high = min(high, math.floor(self.maximum))
+        return low, high
+
+    def numeric_bound(self) -> Decimal:
+        """The exclusive magnitude of numeric(precision, scale)."""
+        return Decimal(10) ** (self.column.precision - self.scale)
+
+
+def field_rule(
+    product: Product, column: Column, choices: tuple[str, ...] | None = None
+) -> FieldRule:
+    """The rule of one column of a product (`choices` narrows its accepted values)."""
+    minimum = maximum = None
+    pattern = None
+    for check in product.checks:
+        if check.warn_only or check.checked_columns != (column.name,):
+            continue
+        if isinstance(check, AcceptedValues) and choices is None:
+            choices = tuple(check.values)
+        elif isinstance(check, Range):
+            if check.minimum is not None:
+                minimum = Decimal(str(check.minimum))
+            if check.maximum is not None:
+                maximum = Decimal(str(check.maximum))
+        elif isinstance(check, Pattern):
+            pattern = check.regex
+    return FieldRule(column, choices, minimum, maximum, pattern)
+
+
+def _no_float_noise(scale: int) -> Callable[[Any], Any]:
+    step = Decimal(1).scaleb(-scale)
+
+    def snap(value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return Decimal(value)
+        if isinstance(value, float) and math.isfinite(value):
+            exact = Decimal(repr(value))
+            nearest = exact.quantize(step)
+            return nearest if abs(exact - nearest) < _FLOAT_NOISE else exact
+        return value
+
+    return snap
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, str | bool):
+        raise PydanticCustomError("decimal_type", "Input should be a JSON number")
+    return value
+
+
+def _storable_text(value: str) -> str:
+    if "\x00" in value:
+        raise PydanticCustomError("text_nul", "Text may not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("text_encoding", "Text must be valid Unicode") from None
+    return value
+
+
+def _matching(pattern: str, message: str) -> Callable[[str], str]:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.search(value):  # as JSON Schema and PostgreSQL's ~ match: a search
+            raise PydanticCustomError("string_pattern_mismatch", message)
+        return value
+
+    return check
+
+
+def annotation(rule: FieldRule, *, strict: bool) -> Any:
+    """The pydantic type of a field following its rule (strict: as JSON gives values; lax:
+    as CSV does, everything as text)."""
+    column = rule.column
+    kind: Any
+    if column.type is ColumnType.TEXT:
+        if rule.choices:
+            kind = Literal[rule.choices]
+        else:
+            checks: list[Any] = [AfterValidator(_storable_text)]
+            if not column.nullable:
+                blank = "Text may not be empty or only spaces"
+                checks.append(AfterValidator(_matching(TEXT_PATTERN, blank)))
+            if rule.pattern:
+                pattern = explicit_pattern(rule.pattern)
+                checks.append(
+                    AfterValidator(
+                        _matching(pattern, f"String should match pattern '{rule.pattern}'")
+                    )
+                )
+            kind = Annotated[str, *checks]
+    elif column.type in (ColumnType.INTEGER, ColumnType.BIGINT):
+        low, high = rule.integer_bounds()
+        kind = Annotated[int, Field(ge=low, le=high)]
+    elif rule.numeric:
+        bound = rule.numeric_bound()
+        limits: dict[str, Any] = {
+            "max_digits": column.precision,
+            "decimal_places": rule.scale,
+            "gt": -bound if rule.minimum is None else None,
+            "ge": rule.minimum,
+            "lt": bound if rule.maximum is None else None,
+            "le": rule.maximum,
+        }
+        validators: list[Any] = [BeforeValidator(_no_float_noise(rule.scale))]
+        if strict:
+            validators.append(BeforeValidator(_json_number))
+        kind = Annotated[
+            Decimal, Field(**{k: v for k, v in limits.items() if v is not None}), *validators
+        ]
+    elif column.type is ColumnType.DATE:
+        kind = dt.date
+    elif column.type is ColumnType.TIMESTAMP:
+        kind = dt.datetime
+    else:
+        kind = bool
+    return kind | None if column.nullable else kind
+
+
+def json_schema(rule: FieldRule) -> dict[str, Any]:
+    """The documented JSON Schema of a field, matching what its model accepts (strict)."""
+    column = rule.column
+    schema: dict[str, Any]
+    if column.type is ColumnType.TEXT:
+        schema = {"type": "string"}
+        if rule.choices:
+            schema["enum"] = list(rule.choices)
+        else:
+            schema["pattern"] = NULLABLE_TEXT_PATTERN if column.nullable else TEXT_PATTERN
+            if rule.pattern:
+                schema["allOf"] = [{"pattern": explicit_pattern(rule.pattern)}]
+    elif column.type in (ColumnType.INTEGER, ColumnType.BIGINT):
+        low, high = rule.integer_bounds()
+        schema = {"type": "integer", "minimum": low, "maximum": high}
+    elif rule.numeric:
+        bound = rule.numeric_bound()
+        schema = {"type": "number", "multipleOf": float(Decimal(1).scaleb(-rule.scale))}
+        if rule.minimum is None:
+            schema["exclusiveMinimum"] = -float(bound)
+        else:
+            schema["minimum"] = _plain_number(rule.minimum)
+        if rule.maximum is None:
+            schema["exclusiveMaximum"] = float(bound)
+        else:
+            schema["maximum"] = _plain_number(rule.maximum)
+    elif column.type is ColumnType.DATE:
+        schema = {"type": "string", "format": "date"}
+    elif column.type is ColumnType.TIMESTAMP:
+        schema = {"type": "string", "format": "date-time"}
+    else:
+        schema = {"type": "boolean"}
+    if column.nullable:
+        schema = {"anyOf": [schema, {"type": "null"}]}
+    schema["description"] = column.description
+    return schema
+
+
+def _plain_number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+@dataclass(frozen=True)
+class InputField:
+    """One field of a body: its rule, whether it must be given, and its default."""
+
+    rule: FieldRule
+    required: bool
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class BodyShape:
+    """The fields of one kind of body (create, replace, change) of a table, and of its
+    children; turned into a strict model (JSON), a lax one (CSV) and a JSON Schema."""
+
+    name: str
+    fields: tuple[InputField, ...]
+    partial: bool = False
+    children: Children | None = None
+    child_shape: BodyShape | None = None
+
+    def model(self, *, strict: bool) -> type[BaseModel]:
+        """The pydantic model of the body: unknown fields refused."""
+        definitions: dict[str, Any] = {}
+        for f in self.fields:
+            kind = annotation(f.rule, strict=strict)
+            if self.partial:
+                definitions[f.rule.column.name] = (kind, None)
+            elif f.required:
+                definitions[f.rule.column.name] = (kind, ...)
+            else:
+                definitions[f.rule.column.name] = (kind, f.default)
+        if self.children and self.child_shape:
+            child = self.child_shape.model(strict=strict)
+            limits = Field(min_length=self.children.min_items, max_length=self.children.max_items)
+            definitions[self.children.field] = (Annotated[list[child], limits], ...)  # type: ignore[valid-type]
+        config = ConfigDict(extra="forbid", strict=strict, title=self.name)
+        return create_model(
+            self.name + ("" if strict else "Text"), __config__=config, **definitions
+        )
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of the body as documented in OpenAPI."""
+        properties = {f.rule.column.name: json_schema(f.rule) for f in self.fields}
+        required = [f.rule.column.name for f in self.fields if f.required and not self.partial]
+        for f in self.fields:
+            if not f.required and not self.partial and f.default is not None:
+                properties[f.rule.column.name]["default"] = _json_default(f.default)
+        if self.children and self.child_shape:
+            properties[self.children.field] = {
+                "type": "array",
+                "items": self.child_shape.schema(),
+                "minItems": self.children.min_items,
+                "maxItems": self.children.max_items,
+            }
+            required.append(self.children.field)
+        schema: dict[str, Any] = {
+            "type": "object",
+            "title": self.name,
+            "properties": properties,
+            "additionalProperties": False,
+        }
+        if required:
+            schema["required"] = required
+        if self.partial:
+            schema["minProperties"] = 1
+        return schema
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        extra = (self.children.field,) if self.children else ()
+        return (*(f.rule.column.name for f in self.fields), *extra)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return _plain_number(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def _title(product: Product) -> str:
+    return "".join(part.capitalize() for part in product.name.split("-"))
+
+
+def _fields(
+    product: Product, writes: TableWrites, names: Sequence[str], *, partial: bool
+) -> tuple[InputField, ...]:
+    found = []
+    transitions = writes.transitions
+    for name in names:
+        column = product.column(name)
+        assert column is not None
+        choices = None
+        default = writes.defaults.get(name)
+        if transitions and name == transitions.column and not partial:
+            choices, default = transitions.initial, transitions.initial[0]
+        required = not (column.nullable or default is not None or name in writes.filled)
+        found.append(InputField(field_rule(product, column, choices), required, default))
+    return tuple(found)
+
+
+def create_shape(domain: Domain, writes: TableWrites, *, without: Sequence[str] = ()) -> BodyShape:
+    """The body of a new row (POST, batch row; `without` the columns a PUT's URL gives)."""
+    product = domain.product(writes.product)
+    assert product is not None
+    names = [n for n in writes.accepted if n not in without]
+    children = writes.children
+    child_shape = None
+    if children:
+        child = domain.product(children.product)
+        assert child is not None
+        child_writes = TableWrites(
+            product=children.product, accepted=children.accepted, defaults=children.defaults
+        )
+        child_shape = BodyShape(
+            f"{_title(child)}Line", _fields(child, child_writes, children.accepted, partial=False)
+        )
+    suffix = "Replacement" if without else "Creation"
+    return BodyShape(
+        f"{_title(product)}{suffix}",
+        _fields(product, writes, names, partial=False),
+        children=children,
+        child_shape=child_shape,
+    )
+
+
+def change_shape(domain: Domain, writes: TableWrites) -> BodyShape:
+    """The body of a PATCH: any of the updatable columns, at least one."""
+    product = domain.product(writes.product)
+    assert product is not None
+    return BodyShape(
+        f"{_title(product)}Change",
+        _fields(product, writes, writes.updatable, partial=True),
+        partial=True,
+    )
+
+
+def field_errors(error: ValidationError, *, known: Sequence[str] = ()) -> list[FieldError]:
+    """Pydantic's errors, one per field, named by their dotted path."""
+    found = []
+    for item in error.errors(include_url=False):
+        path = ".".join(str(part) for part in item["loc"]) or "body"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "not a field this request accepts"
+            if known:
+                message += f"; accepted: {', '.join(known)}"
+        elif item["type"] in ("model_type", "model_attributes_type"):
+            message = "expected a JSON object"
+        found.append(FieldError(path, message))
+    return found
+
+
+def validate_body(model: type[BaseModel], data: bytes | Any, *, known: Sequence[str]) -> BaseModel:
+    """The body (JSON text, or the values of a CSV row) as its model, or a 422 naming every
+    bad field."""
+    try:
+        if isinstance(data, bytes | str):
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidBody(field_errors(exc, known=known)) from None
+
+
+def key_shape(domain: Domain, writes: TableWrites) -> BodyShape:
+    """The natural key of a PUT, as its URL gives it (validated as text: lax)."""
+    product = domain.product(writes.product)
+    assert product is not None
+    return BodyShape(
+        f"{_title(product)}Key", _fields(product, writes, writes.upsert_key, partial=False)
+    )
