@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench clean
+.PHONY: up test lint bench bench-writes clean
 
 up: $(STAMP)
 	$(BIN)/datamesh up $(ARGS)
@@ -20,6 +20,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/stream_memory.py
+
+bench-writes: $(STAMP)
+	$(BIN)/python bench/write_load.py $(ARGS)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

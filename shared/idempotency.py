@@ -2,7 +2,8 @@
 once; its response is kept, in the same transaction as the write, and replayed byte for byte
 to the same caller sending the same key with the same request for 24 hours.
 
-- The key is the caller's own (unique per token subject), 1 to 255 characters.
+- The key is the caller's own (unique per token subject), 1 to 255 printable ASCII
+  characters (KEY_PATTERN).
 - The same key with another method, path or body is a 422: a key names one request.
 - Concurrent requests with one key queue on a transaction-level advisory lock of (subject,
   key): the first writes and keeps its response; the others then find it and replay it.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,10 @@ from shared.errors import Problem
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
+# printable ASCII, without a space at either end (HTTP strips those from a header's value): what
+# the server accepts and what OpenAPI documents, one pattern
+KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"
+_KEY = re.compile(KEY_PATTERN)
 LIFETIME = dt.timedelta(hours=24)
 # the response headers kept and replayed with a response (the rest are the service's own)
 KEPT_HEADERS = ("content-type", "location", "etag", "link", "masked-columns")
@@ -77,8 +83,11 @@ def idempotency_key(request: Request) -> str | None:
             f"The {HEADER} header has {len(key)} characters; it must have 1 to {MAX_KEY_LENGTH}.",
             length=len(key),
         )
-    if not key.isprintable():
-        raise InvalidIdempotencyKey(f"The {HEADER} header may hold printable characters only.")
+    if not _KEY.fullmatch(key):  # not match: `$` would let a final newline through
+        raise InvalidIdempotencyKey(
+            f"The {HEADER} header may hold printable ASCII characters only (from '!' to '~', "
+            "and spaces between them)."
+        )
     return key
 
 

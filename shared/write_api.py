@@ -34,6 +34,7 @@ from shared.db import Database
 from shared.errors import NotFound, Problem, UnknownParameter
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
 from shared.idempotency import (
+    KEY_PATTERN,
     MAX_KEY_LENGTH,
     REPLAYED,
     Fingerprint,
@@ -563,10 +564,16 @@ _IDEMPOTENCY_PARAMETER = {
     "name": IDEMPOTENCY_HEADER,
     "in": "header",
     "required": False,
-    "description": "Any unique string of 1 to 255 characters: the write is done once; the same "
-    "key with the same request within 24 hours replays the first response byte for byte (with "
+    "description": f"A unique string of 1 to {MAX_KEY_LENGTH} printable ASCII characters (no "
+    "space at either end; others are a 400): the write is done once; the same key with the "
+    "same request within 24 hours replays the first response byte for byte (with "
     f"`{REPLAYED}: true`); with another request it is a 422.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": KEY_PATTERN,
+    },
 }
 _IF_MATCH = {
     "name": "If-Match",

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -333,7 +333,10 @@ def _no_float_noise(scale: int) -> Callable[[Any], Any]:
             return Decimal(value)
         if isinstance(value, float) and math.isfinite(value):
             exact = Decimal(repr(value))
-            nearest = exact.quantize(step)
+            try:
+                nearest = exact.quantize(step)
+            except InvalidOperation:  # more digits than decimal's context: far out of range,
+                return exact  # refused by the field's digits and bounds, naming it
             return nearest if abs(exact - nearest) < _FLOAT_NOISE else exact
         return value
 

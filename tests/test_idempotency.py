@@ -121,10 +121,14 @@ async def test_keys_belong_to_their_caller(sales: httpx.AsyncClient, database: s
     assert "idempotent-replayed" not in theirs.headers
 
 
-@pytest.mark.parametrize("key", ["", "k" * 256, "tab\tkey"])
+@pytest.mark.parametrize(
+    "key", ["", "k" * 256, "tab\tkey", "del\x7fkey", "caf\u00e9", "\u00a0nbsp", "bell\x07"]
+)
 async def test_a_key_has_1_to_255_printable_characters(sales: httpx.AsyncClient, key: str) -> None:
     response = await sales.post(
-        "/sales/v1/customers", json=customer("len@idempotent.example"), headers=with_key(key)
+        "/sales/v1/customers",
+        json=customer("len@idempotent.example"),
+        headers=[(b"Idempotency-Key", key.encode("utf-8"))],
     )
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
@@ -224,3 +228,29 @@ async def test_twenty_concurrent_requests_with_one_key_write_one_order(
     items = query(database, "SELECT count(*) FROM order_items WHERE order_id = %s", orders[0][0])
     assert items == [(1,)]
     assert dt.datetime.now(dt.UTC)  # the run stays well inside the statement timeout
+
+
+async def test_the_documented_key_pattern_is_what_the_server_accepts(
+    sales: httpx.AsyncClient,
+) -> None:
+    schema = (await sales.get("/sales/openapi.json")).json()
+    operations = [
+        operation
+        for path in schema["paths"].values()
+        for operation in path.values()
+        if operation.get("x-write")
+    ]
+    headers = [
+        p["schema"]
+        for operation in operations
+        for p in operation["parameters"]
+        if p["name"] == "Idempotency-Key"
+    ]
+    assert len(headers) == len(operations) == 6  # POST x2, PATCH x2, batch x2
+    pattern = "^[\\x21-\\x7e]([\\x20-\\x7e]*[\\x21-\\x7e])?$"
+    expected = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": pattern}
+    assert all(header == expected for header in headers)
+    for n, key in enumerate(["~", "a b", "!" + " " * 253 + "~", "7d1c9a1e-order/2024:10?x=1"]):
+        body = customer(f"pattern{n}@idempotent.example")
+        response = await sales.post("/sales/v1/customers", json=body, headers=with_key(key))
+        assert response.status_code == 201, (key, response.text)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -36,7 +37,7 @@ from shared.db import Database, durability_problems, grant_service_role, service
 from shared.embedded import EmbeddedPostgres, free_port
 from shared.sample_data import load_if_empty
 from shared.settings import MeshSettings
-from tests.conftest import ADMIN, AS_OF, create_database, owner_url
+from tests.conftest import ADMIN, AS_OF, create_database, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served
 from tests.test_mesh_faults import hanging_server
@@ -460,23 +461,17 @@ def _refused(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-async def test_sigterm_lets_an_in_flight_stream_finish_and_refuses_new_connections(
-    own: OwnServer,
-) -> None:
+@contextmanager
+def uvicorn_service(name: str, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A domain service as `datamesh up` runs it: uvicorn in a process of its own, with a
+    graceful shutdown of 10 s; its process and port (killed at the end if still running)."""
     port = free_port()
-    root = await asyncio.to_thread(lambda: Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env.update(
-        MARKETING_DATABASE_URL=own.url,
-        DATAMESH_STREAM_BATCH_ROWS="100",
-        DATAMESH_QUALITY_INTERVAL_SECONDS="0",
-    )
-    process = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
+    process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "services.marketing.app:app",
+            f"services.{name}.app:app",
             "--host",
             "127.0.0.1",
             "--port",
@@ -485,24 +480,54 @@ async def test_sigterm_lets_an_in_flight_stream_finish_and_refuses_new_connectio
             "--timeout-graceful-shutdown",
             "10",
         ],
-        env=env,
-        cwd=root,
+        env={**os.environ, "DATAMESH_QUALITY_INTERVAL_SECONDS": "0", **env},
+        cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+
+async def until_ready(
+    client: httpx.AsyncClient, process: subprocess.Popen[bytes], name: str
+) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "the service did not start in 30s"
+        try:
+            if (await client.get(f"/{name}/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+
+
+def assert_shut_down_gracefully(process: subprocess.Popen[bytes]) -> None:
+    # uvicorn ends by re-raising the signal once it has shut down gracefully
+    assert process.wait(timeout=15) == -signal.SIGTERM
+    assert process.stderr is not None
+    log = process.stderr.read().decode()
+    assert "Application shutdown complete" in log
+    assert "Traceback" not in log
+
+
+async def test_sigterm_lets_an_in_flight_stream_finish_and_refuses_new_connections(
+    own: OwnServer,
+) -> None:
+    with uvicorn_service(
+        "marketing", MARKETING_DATABASE_URL=own.url, DATAMESH_STREAM_BATCH_ROWS="100"
+    ) as (process, port):
+        base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, headers=ADMIN, timeout=10.0) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline, "the service did not start in 30s"
-                try:
-                    if (await client.get("/marketing/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
+            await until_ready(client, process, "marketing")
 
             received = b""
             async with client.stream(
@@ -529,15 +554,89 @@ async def test_sigterm_lets_an_in_flight_stream_finish_and_refuses_new_connectio
             table = pa.ipc.open_stream(received).read_all()  # whole, end marker included
             assert table.num_rows == PACED_ROWS
             assert table.column("traffic_id").to_pylist() == list(range(1, PACED_ROWS + 1))
-        # uvicorn ends by re-raising the signal once it has shut down gracefully
-        assert process.wait(timeout=15) == -signal.SIGTERM
-        assert process.stderr is not None
-        log = process.stderr.read().decode()
-        assert "Application shutdown complete" in log
-        assert "Traceback" not in log
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
+        assert_shut_down_gracefully(process)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One POST of the stream: the email it created, and its answer (None: no answer)."""
+
+    email: str
+    status: int | None
+    key: int | None = None
+
+
+def _post_customers(
+    base: str, prefix: str, stop: threading.Event, sent: list[Sent], refused: threading.Event
+) -> None:
+    """POST customers with unique emails until the service refuses connections (or `stop`)."""
+    writer = {"Authorization": f"Bearer {token('sales:read', 'sales:write')}"}
+    with httpx.Client(base_url=base, headers=writer, timeout=15.0) as client:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            email = f"{prefix}-{n}@graceful.example"
+            body = {"customer_name": "Graceful", "email": email, "country": "USA",
+                    "company_size": "Small"}  # fmt: skip
+            try:
+                response = client.post("/sales/v1/customers", json=body)
+            except httpx.ConnectError:
+                sent.append(Sent(email, None))
+                refused.set()
+                return
+            except httpx.TransportError:  # sent, the answer lost: it may or may not be written
+                sent.append(Sent(email, None))
+                continue
+            key = response.json().get("customer_id") if response.status_code == 201 else None
+            sent.append(Sent(email, response.status_code, key))
+
+
+@pytest.fixture
+def shutdown_sales(postgres_servers: dict[str, PostgresServer]) -> str:
+    """A sales database of its own, loaded, for a service to be stopped under writes."""
+    return create_database(postgres_servers, "sales", "sales_shutdown", sample("sales")(AS_OF))
+
+
+async def test_sigterm_under_a_stream_of_writes_loses_no_acknowledged_write(
+    shutdown_sales: str,
+) -> None:
+    url = shutdown_sales
+    with uvicorn_service("sales", SALES_DATABASE_URL=url) as (process, port):
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10.0) as client:
+            await until_ready(client, process, "sales")
+        sent: list[Sent] = []
+        stop, refused = threading.Event(), threading.Event()
+        senders = [
+            threading.Thread(target=_post_customers, args=(base, f"c{i}", stop, sent, refused))
+            for i in range(4)
+        ]
+        for sender in senders:
+            sender.start()
+        try:
+            deadline = time.monotonic() + 30
+            while sum(1 for s in sent if s.status == 201) < 40:
+                assert time.monotonic() < deadline, f"too few writes answered: {sent[-5:]}"
+                await asyncio.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(refused.wait, 15), "still accepting after SIGTERM"
+        finally:
+            stop.set()
+            for sender in senders:
+                await asyncio.to_thread(sender.join, 30)
+        assert_shut_down_gracefully(process)
+
+    with psycopg.connect(owner_url(url)) as conn:
+        rows = conn.execute(
+            "SELECT email, customer_id FROM customers WHERE email LIKE '%%@graceful.example'"
+        ).fetchall()
+    stored = [email for email, _ in rows]
+    acknowledged = {s.email: s.key for s in sent if s.status == 201}
+    unanswered = {s.email for s in sent if s.status is None}
+    assert [s for s in sent if s.status not in (201, None)] == []  # none answered an error
+    assert len(acknowledged) >= 40
+    assert len(stored) == len(set(stored))  # each once
+    # every acknowledged write is there, with the key it was answered with
+    assert {email: key for email, key in rows if email in acknowledged} == acknowledged
+    # and nothing else but writes whose answer was lost
+    assert set(stored) - set(acknowledged) <= unanswered

@@ -848,3 +848,72 @@ async def test_an_order_shows_in_the_views_and_the_mesh_and_leaves_them_when_can
         cancelled = await sales.patch(f"/sales/v1/orders/{key}", json={"order_status": "Cancelled"})
         assert cancelled.status_code == 200, cancelled.text
         assert await figures() == before
+
+
+# --- values out of a column's range (regressions of the fuzz runs) -----------------------------
+
+
+@pytest.mark.parametrize("budget", [-7.367438093085662e307, 1e300, 1e15, -1e16])
+async def test_a_number_beyond_its_columns_range_is_a_422_naming_it(
+    marketing: httpx.AsyncClient, databases: dict[str, str], budget: float
+) -> None:
+    before = stored(databases["marketing"], "SELECT budget FROM campaigns WHERE campaign_id = 1")
+    changed = await marketing.patch("/marketing/v1/campaigns/1", json={"budget": budget})
+    assert fields(assert_problem(changed, 422, "invalid_body")) == ["budget"]
+    created = await marketing.post(
+        "/marketing/v1/campaigns", json={**NEW_CAMPAIGN, "budget": budget}
+    )
+    assert fields(assert_problem(created, 422, "invalid_body")) == ["budget"]
+    after = stored(databases["marketing"], "SELECT budget FROM campaigns WHERE campaign_id = 1")
+    assert after == before
+
+
+INFINITE_DATES = ["infinity", "-infinity"]
+
+
+@pytest.mark.parametrize("day", INFINITE_DATES)
+async def test_an_infinite_date_is_refused_on_every_write_path(
+    marketing: httpx.AsyncClient, sales: httpx.AsyncClient, databases: dict[str, str], day: str
+) -> None:
+    metrics = {"impressions": 10, "clicks": 0, "conversions": 0, "cost_per_click": None}
+    in_path = await marketing.put(f"/marketing/v1/campaign-metrics/3/{day}", json=metrics)
+    assert fields(assert_problem(in_path, 400, "invalid_value")) == ["metric_date"]
+    in_query = await marketing.put(
+        f"/marketing/v1/website-traffic/{day}/Email",
+        params={"page_url": "/blog"},
+        json={"visitors": 1, "page_views": 1, "bounce_rate": 0, "avg_time_on_page": 1},
+    )
+    assert fields(assert_problem(in_query, 400, "invalid_value")) == ["visit_date"]
+    created = await marketing.post(
+        "/marketing/v1/campaigns", json={**NEW_CAMPAIGN, "end_date": day}
+    )
+    assert fields(assert_problem(created, 422, "invalid_body")) == ["end_date"]
+    changed = await marketing.patch("/marketing/v1/campaigns/1", json={"start_date": day})
+    assert fields(assert_problem(changed, 422, "invalid_body")) == ["start_date"]
+    dated = await sales.post(
+        "/sales/v1/orders", json=order(1, {"product_id": 1, "quantity": 1}, order_date=day)
+    )
+    assert fields(assert_problem(dated, 422, "invalid_body")) == ["order_date"]
+
+    row = {"campaign_id": 3, "metric_date": day, **metrics}
+    batches = [
+        (json.dumps(row), NDJSON),
+        (json.dumps([row]), {"content-type": "application/json"}),
+        (f"campaign_id,metric_date,impressions,clicks,conversions\n3,{day},10,0,0\n", CSV),
+    ]
+    for content, headers in batches:
+        batch = await marketing.post(
+            "/marketing/v1/campaign-metrics:batch", content=content, headers=headers
+        )
+        problem = assert_problem(batch, 422, "invalid_rows")
+        assert [(e["row"], e["field"]) for e in problem["errors"]] == [(1, "metric_date")]
+
+    infinite = {
+        "marketing": "SELECT (SELECT count(*) FROM campaign_metrics WHERE NOT isfinite(metric_date))"
+        " + (SELECT count(*) FROM website_traffic WHERE NOT isfinite(visit_date))"
+        " + (SELECT count(*) FROM campaigns WHERE NOT isfinite(start_date)"
+        " OR NOT isfinite(end_date)) AS n",
+        "sales": "SELECT count(*) AS n FROM orders WHERE NOT isfinite(order_date)",
+    }
+    for name, sql in infinite.items():
+        assert stored(databases[name], sql) == [{"n": 0}]
