@@ -31,7 +31,7 @@ from shared.api import (
 )
 from shared.auth import principal_of, require
 from shared.db import Database
-from shared.errors import NotFound, Problem, UnknownParameter
+from shared.errors import InvalidValue, NotFound, Problem, UnknownParameter
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
 from shared.idempotency import (
     KEY_PATTERN,
@@ -90,12 +90,6 @@ class PreconditionFailed(Problem):
     status = 412
     code = "precondition_failed"
     title = "Precondition failed"
-
-
-class InvalidParameters(Problem):
-    status = 400
-    code = "invalid_value"
-    title = "Invalid value"
 
 
 class InvalidRows(Problem):
@@ -326,7 +320,7 @@ def _url_values(model: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
         return model.model_validate(raw).model_dump()
     except ValidationError as exc:
         errors = field_errors(exc)
-        raise InvalidParameters(
+        raise InvalidValue(
             "The URL names no valid row: " + "; ".join(f"{e.field}: {e.message}" for e in errors),
             errors=[e.document() for e in errors],
         ) from None
@@ -793,7 +787,7 @@ def _add_table(
             for name in writes.upsert_query:
                 given = request.query_params.getlist(name)
                 if len(given) != 1:
-                    raise InvalidParameters(
+                    raise InvalidValue(
                         f"Query parameter '{name}' is required, once: it is part of the row's "
                         "natural key.",
                         parameter=name,

@@ -26,10 +26,10 @@ from shared.checks import (
 )
 from shared.products import Classification, Column, ColumnType, Domain, Product, pseudonymous_key
 
-_PII = Classification.PII
-_CONFIDENTIAL = Classification.CONFIDENTIAL
-_CRITICAL = Severity.CRITICAL
-_MINOR = Severity.MINOR
+PII = Classification.PII
+CONFIDENTIAL = Classification.CONFIDENTIAL
+CRITICAL = Severity.CRITICAL
+MINOR = Severity.MINOR
 
 # Freshness SLAs: how old the newest row may be. Metrics and traffic are loaded daily, so
 # yesterday's day must be there (a day's date counts from its midnight UTC: at most 2 days);
@@ -130,7 +130,7 @@ CAMPAIGNS = Product(
         ),
     ),
     checks=(
-        *not_null("campaign_id", severity=_CRITICAL),
+        *not_null("campaign_id", severity=CRITICAL),
         *not_null(
             "campaign_name",
             "campaign_type",
@@ -141,12 +141,12 @@ CAMPAIGNS = Product(
             "spent",
             "status",
         ),
-        Unique(columns=("campaign_id",), severity=_CRITICAL),
+        Unique(columns=("campaign_id",), severity=CRITICAL),
         AcceptedValues(column="status", values=("Active", "Completed", "Paused", "Draft")),
         AcceptedValues(
             column="channel",
             values=("LinkedIn", "Google Ads", "Email", "Webinar", "Events"),
-            severity=_MINOR,
+            severity=MINOR,
         ),
         Range(column="budget", minimum=0),
         Range(column="spent", minimum=0),
@@ -168,7 +168,7 @@ LEAD_EMAIL = Column(
     "email",
     ColumnType.TEXT,
     "Email address of the lead, unique exactly as stored (case-sensitive).",
-    classification=_PII,
+    classification=PII,
     unique=True,
 )
 
@@ -188,14 +188,14 @@ LEADS = Product(
             "first_name",
             ColumnType.TEXT,
             "Given name of the lead.",
-            classification=_PII,
+            classification=PII,
             sortable=False,
         ),
         Column(
             "last_name",
             ColumnType.TEXT,
             "Family name of the lead.",
-            classification=_PII,
+            classification=PII,
             sortable=False,
         ),
         LEAD_EMAIL,
@@ -204,7 +204,7 @@ LEADS = Product(
             "company",
             ColumnType.TEXT,
             "Company the lead works for; may be unknown.",
-            classification=_CONFIDENTIAL,
+            classification=CONFIDENTIAL,
             nullable=True,
             sortable=False,
         ),
@@ -257,7 +257,7 @@ LEADS = Product(
         ),
     ),
     checks=(
-        *not_null("lead_id", severity=_CRITICAL),
+        *not_null("lead_id", severity=CRITICAL),
         *not_null(
             "first_name",
             "last_name",
@@ -268,7 +268,7 @@ LEADS = Product(
             "campaign_id",
             "created_at",
         ),
-        Unique(columns=("lead_id",), severity=_CRITICAL),
+        Unique(columns=("lead_id",), severity=CRITICAL),
         Unique(columns=("email",)),
         Pattern(column="email", regex=EMAIL_PATTERN, label="email"),
         AcceptedValues(
@@ -277,14 +277,14 @@ LEADS = Product(
         AcceptedValues(
             column="lead_source",
             values=("LinkedIn", "Google Ads", "Email", "Webinar", "Event"),
-            severity=_MINOR,
+            severity=MINOR,
         ),
         Range(column="lead_score", minimum=0, maximum=100),
         References(
             columns=("campaign_id",),
             target_table="campaigns",
             target_columns=("campaign_id",),
-            severity=_CRITICAL,
+            severity=CRITICAL,
         ),
         Consistency(
             rule="converted_at_when_converted",
@@ -296,7 +296,7 @@ LEADS = Product(
             rule="converted_after_created",
             violations="t.converted_at < t.created_at",
             columns=("created_at", "converted_at"),
-            severity=_MINOR,
+            severity=MINOR,
         ),
         Freshness(column="created_at", max_age=LEADS_FRESHNESS),
         RowCount(minimum=1, maximum=10_000_000),
@@ -368,9 +368,9 @@ CAMPAIGN_METRICS = Product(
         ),
     ),
     checks=(
-        *not_null("metric_id", severity=_CRITICAL),
+        *not_null("metric_id", severity=CRITICAL),
         *not_null("campaign_id", "metric_date", "impressions", "clicks", "conversions"),
-        Unique(columns=("metric_id",), severity=_CRITICAL),
+        Unique(columns=("metric_id",), severity=CRITICAL),
         Unique(columns=("campaign_id", "metric_date")),
         Range(column="impressions", minimum=0),
         Range(column="clicks", minimum=0),
@@ -381,7 +381,7 @@ CAMPAIGN_METRICS = Product(
             columns=("campaign_id",),
             target_table="campaigns",
             target_columns=("campaign_id",),
-            severity=_CRITICAL,
+            severity=CRITICAL,
         ),
         Consistency(
             rule="funnel_narrows",
@@ -396,7 +396,7 @@ CAMPAIGN_METRICS = Product(
                 "AND t.metric_date BETWEEN c.start_date AND c.end_date)"
             ),
             columns=("campaign_id", "metric_date"),
-            severity=_MINOR,
+            severity=MINOR,
         ),
         Freshness(column="metric_date", max_age=DAILY_FRESHNESS),
         RowCount(minimum=1, maximum=10_000_000),
@@ -461,7 +461,7 @@ WEBSITE_TRAFFIC = Product(
         ),
     ),
     checks=(
-        *not_null("traffic_id", severity=_CRITICAL),
+        *not_null("traffic_id", severity=CRITICAL),
         *not_null(
             "visit_date",
             "page_url",
@@ -471,10 +471,10 @@ WEBSITE_TRAFFIC = Product(
             "bounce_rate",
             "avg_time_on_page",
         ),
-        Unique(columns=("traffic_id",), severity=_CRITICAL),
+        Unique(columns=("traffic_id",), severity=CRITICAL),
         Unique(columns=("visit_date", "page_url", "source")),
         AcceptedValues(column="source", values=("Organic", "Paid Search", "Social Media", "Email")),
-        Pattern(column="page_url", regex=r"^/", label="path", severity=_MINOR),
+        Pattern(column="page_url", regex=r"^/", label="path", severity=MINOR),
         Range(column="visitors", minimum=0),
         Range(column="page_views", minimum=0),
         Range(column="bounce_rate", minimum=0, maximum=100),
@@ -556,9 +556,9 @@ CAMPAIGN_PERFORMANCE = Product(
         ),
     ),
     checks=(
-        NotNull(column="campaign_id", severity=_CRITICAL),
-        Unique(columns=("campaign_id",), severity=_CRITICAL),
-        Range(column="budget_utilization_pct", minimum=0, maximum=100, severity=_MINOR),
+        NotNull(column="campaign_id", severity=CRITICAL),
+        Unique(columns=("campaign_id",), severity=CRITICAL),
+        Range(column="budget_utilization_pct", minimum=0, maximum=100, severity=MINOR),
     ),
 )
 
@@ -594,12 +594,12 @@ LEAD_FUNNEL = Product(
         ),
     ),
     checks=(
-        NotNull(column="status", severity=_CRITICAL),
-        Unique(columns=("status",), severity=_CRITICAL),
+        NotNull(column="status", severity=CRITICAL),
+        Unique(columns=("status",), severity=CRITICAL),
         AcceptedValues(
             column="status", values=("New", "Nurturing", "Qualified", "Converted", "Lost")
         ),
-        RowCount(maximum=5, severity=_MINOR),
+        RowCount(maximum=5, severity=MINOR),
     ),
 )
 
