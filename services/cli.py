@@ -12,11 +12,13 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
+import asyncpg
 import httpx
 import typer
 
@@ -28,7 +30,7 @@ from shared.embedded import EmbeddedPostgres
 from shared.products import Domain
 from shared.pseudonym import PseudonymSettings, ensure_pseudonym_secret
 from shared.quality import Outcome, QualityRun, run_quality
-from shared.sample_data import load_if_empty
+from shared.sample_data import load_if_empty, seed_if_empty
 from shared.settings import MeshSettings, database_url_for, migration_database_url_for
 
 cli = typer.Typer(
@@ -349,6 +351,52 @@ def load_sample(data_dir: DataDir = None, as_of: AsOf = None) -> None:
     databases = _start_databases((data_dir or MeshSettings().data_dir).resolve())
     try:
         _prepare(databases, _as_of(as_of))
+    finally:
+        _stop_databases(databases)
+
+
+def _seed(database: DomainDatabase, scale: int, as_of: dt.date) -> bool:
+    """Load the domain's data at the scale into its empty database; False if not empty."""
+    checked = domain(database.name)
+    if scale == 1:
+        rows = sample(database.name)(as_of)
+        return asyncio.run(load_if_empty(checked, database.migration_url, rows))
+    generator = import_module(f"services.{database.name}.scale").generate
+
+    async def generate(conn: asyncpg.Connection) -> None:
+        await generator(conn, scale, as_of)
+
+    return asyncio.run(seed_if_empty(checked, database.migration_url, generate))
+
+
+@cli.command()
+def seed(
+    scale: Annotated[
+        int, typer.Option(min=1, help="N times the sample's shape (1 = the sample itself).")
+    ] = 1,
+    data_dir: DataDir = None,
+    as_of: AsOf = None,
+) -> None:
+    """Migrate, then load a deterministic data set of the given scale into EMPTY databases
+    (see docs/scale.md); exit 1 if a domain database already holds data."""
+    day = _as_of(as_of)
+    databases = _start_databases((data_dir or MeshSettings().data_dir).resolve())
+    try:
+        for database in databases:
+            database.migrate()
+        for database in databases:
+            started = time.monotonic()
+            if not _seed(database, scale, day):
+                typer.echo(
+                    f"{database.name}: the database already holds data; seed loads only into "
+                    "empty databases (use a fresh --data-dir)",
+                    err=True,
+                )
+                raise typer.Exit(1)
+            typer.echo(
+                f"  {database.name:<10} seeded at scale {scale} as of {day} "
+                f"in {time.monotonic() - started:.1f}s"
+            )
     finally:
         _stop_databases(databases)
 
