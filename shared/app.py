@@ -20,6 +20,7 @@ from shared.products import Domain
 from shared.quality import latest_scores
 from shared.quality_api import quality_router, quality_schedule
 from shared.settings import MeshSettings, database_url_for
+from shared.views import view_refresher
 from shared.write_api import write_router
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -88,8 +89,9 @@ def create_domain_app(
         try:
             # a server that could lose acknowledged writes: the service refuses to start
             await app.state.database.verify_durability()
-            async with quality_schedule(
-                domain, app.state.database, settings.quality_interval_seconds
+            async with (
+                quality_schedule(domain, app.state.database, settings.quality_interval_seconds),
+                view_refresher(domain, app.state.database, settings.view_refresh_seconds),
             ):
                 yield
         finally:

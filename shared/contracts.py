@@ -30,6 +30,7 @@ from shared.formats import accepted_media
 from shared.openapi import problem
 from shared.products import Classification, Column, ColumnType, Domain, Product
 from shared.values import sql_type
+from shared.views import MECHANISM
 
 ODCS_API_VERSION = "v3.2.0"
 YAML_MEDIA_TYPE = "application/yaml"
@@ -335,7 +336,7 @@ def _schema_object(domain: Domain, product: Product) -> dict[str, Any]:
 
 def _sla(domain: Domain, product: Product) -> list[dict[str, Any]]:
     levels = domain.service_levels
-    latency, latency_unit = _duration(levels.latency)
+    latency, latency_unit = _duration(levels.latency if product.is_table else levels.view_freshness)
     sla: list[dict[str, Any]] = [
         {
             "property": "availability",
@@ -349,6 +350,15 @@ def _sla(domain: Domain, product: Product) -> list[dict[str, Any]]:
             "unit": latency_unit,
             "description": "A write committed to the domain database is readable through "
             f"the endpoint within {_spoken(levels.latency)}.",
+        }
+        if product.is_table
+        else {
+            "property": "latency",
+            "value": latency,
+            "unit": latency_unit,
+            "description": "A write committed to the domain's tables is reflected in this "
+            f"view within {_spoken(levels.view_freshness)} ({MECHANISM}; the domain's "
+            "metadata tells the instant its rows are as of).",
         },
     ]
     if product.freshness is not None:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from shared.errors import GatewayTimeout, ServiceUnavailable
 from shared.migrations import current_revision, head_revision
 from shared.settings import MeshSettings, asyncpg_url
+from shared.view_schema import REFRESH_FUNCTION
 
 _log = logging.getLogger("datamesh")
 
@@ -319,6 +320,13 @@ async def grant_service_role(
             )
             if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"public.{versions}"):
                 await conn.execute(f"REVOKE INSERT, UPDATE, DELETE ON {versions} FROM {who}")
+            # the materialized views: refreshed through the owner's function, nothing else
+            refresh = f"public.{REFRESH_FUNCTION}(boolean)"
+            if await conn.fetchval("SELECT to_regprocedure($1) IS NOT NULL", refresh):
+                await conn.execute(f"GRANT EXECUTE ON FUNCTION {refresh} TO {who}")
+                await conn.execute(
+                    f"REVOKE INSERT, UPDATE, DELETE ON view_changes, view_refreshes FROM {who}"
+                )
             try:
                 async with conn.transaction():
                     await conn.execute(

@@ -17,6 +17,7 @@ from shared.db import Database
 from shared.openapi import problem
 from shared.products import ColumnType, Domain, Product
 from shared.query import quote_ident
+from shared.views import has_views, view_freshness
 
 
 def recency_columns(product: Product) -> list[str]:
@@ -56,6 +57,7 @@ async def domain_metadata(
     """The domain's metadata, measured now in one snapshot."""
     tables: dict[str, Any] = {}
     read_scope = f"{domain.name}:read"
+    freshness = await view_freshness(conn, domain) if has_views(domain) else None
     for product in domain.products:
         row_count, newest = await _measure(conn, product)
         tables[product.name] = {
@@ -80,6 +82,8 @@ async def domain_metadata(
                 for c in product.columns
             ],
         }
+        if not product.is_table:
+            tables[product.name]["freshness"] = freshness
     return {
         "domain": domain.name,
         "owner": domain.owner,

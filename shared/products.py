@@ -179,6 +179,8 @@ class ServiceLevels:
     availability_pct: float = 99.5
     retention: dt.timedelta = dt.timedelta(days=3 * 365)
     latency: dt.timedelta = dt.timedelta(seconds=1)  # a committed write is readable after
+    # ... and reflected in the analytics views (materialized: shared.views) after
+    view_freshness: dt.timedelta = dt.timedelta(seconds=30)
 
 
 # names a product may not take: they are routes of every domain

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -17,12 +16,12 @@ from shared.errors import InvalidValue, LimitOutOfRange, NotFound, UnknownParame
 from shared.openapi import problem
 from shared.products import Domain
 from shared.quality import latest_run, read_run, run_history, run_quality
+from shared.schedule import every
 
 HISTORY_LIMIT = 20
 HISTORY_MAX_LIMIT = 100
 _WHOLE_DIGITS = 9  # run ids, limits and offsets: at most 9 digits (well inside an int4)
 _MAX_WHOLE = 10**_WHOLE_DIGITS - 1
-STOP_GRACE_SECONDS = 5.0  # shutdown lets a scheduled run in progress finish for this long
 
 _log = logging.getLogger("datamesh.quality")
 
@@ -280,46 +279,23 @@ def quality_router(domain: Domain, database: Callable[[], Database]) -> APIRoute
     return router
 
 
-@asynccontextmanager
-async def quality_schedule(
+def quality_schedule(
     domain: Domain, database: Database, interval_seconds: float
-) -> AsyncIterator[None]:
+) -> AbstractAsyncContextManager[None]:
     """While inside, run the domain's checks at start and every `interval_seconds` (0: never).
     A failed run is logged and the schedule goes on; leaving stops it cleanly."""
-    if interval_seconds <= 0:
-        yield
-        return
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        _every(domain, database, interval_seconds, stop), name=f"quality-{domain.name}"
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        try:
-            await asyncio.wait_for(task, STOP_GRACE_SECONDS)  # cancels it past the grace
-        except TimeoutError:
-            _log.warning("quality run of the %s domain cancelled at shutdown", domain.name)
 
+    async def run() -> None:
+        async with database.connection() as conn:
+            done = await run_quality(conn, domain, trigger="schedule")
+        tally = done.tally
+        _log.info(
+            "quality run %s of the %s domain: score %s, %s failed, %s errors",
+            done.run_id,
+            domain.name,
+            tally.score,
+            tally.failed,
+            tally.errored,
+        )
 
-async def _every(domain: Domain, database: Database, interval: float, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            async with database.connection() as conn:
-                run = await run_quality(conn, domain, trigger="schedule")
-            tally = run.tally
-            _log.info(
-                "quality run %s of the %s domain: score %s, %s failed, %s errors",
-                run.run_id,
-                domain.name,
-                tally.score,
-                tally.failed,
-                tally.errored,
-            )
-        except Exception:
-            _log.exception(
-                "scheduled quality run of the %s domain failed; next in %ss", domain.name, interval
-            )
-        with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+    return every(f"scheduled quality run of the {domain.name} domain", interval_seconds, run, _log)

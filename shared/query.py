@@ -487,7 +487,17 @@ class SqlBuilder:
             if later is None:
                 continue
             alternatives.append("(" + " AND ".join([*equal, later]) + ")")
-        return "(" + " OR ".join(alternatives) + ")" if alternatives else "FALSE"
+        if not alternatives:
+            return "FALSE"
+        after = "(" + " OR ".join(alternatives) + ")"
+        first, value = terms[0], values[0]
+        if len(alternatives) > 1 and value is not None and not first.column.nullable:
+            # implied by the alternatives, and an index on the first column can start there:
+            # a deep page costs what the first one does
+            bound = "<=" if first.descending else ">="
+            column = quote_ident(first.column.name)
+            after = f"({column} {bound} {self.bind(value, first.column)} AND {after})"
+        return after
 
     def _equal(self, term: OrderTerm, value: Any) -> str:
         col = quote_ident(term.column.name)
@@ -499,7 +509,9 @@ class SqlBuilder:
         if value is None:
             return f"{col} IS NOT NULL" if nulls_first else None
         comparison = f"{col} {'<' if term.descending else '>'} {self.bind(value, term.column)}"
-        return comparison if nulls_first else f"({comparison} OR {col} IS NULL)"
+        if nulls_first or not term.column.nullable:  # no NULLs come after it
+            return comparison
+        return f"({comparison} OR {col} IS NULL)"
 
 
 def order_by(query: ReadQuery) -> str:

@@ -41,14 +41,22 @@ def _select(
     return statement, sql.args
 
 
+def json_page_statement(
+    query: ReadQuery, size: int, pseudonym: PseudonymKey | None
+) -> tuple[str, list[Any]]:
+    """The statement of a JSON page: up to `size` + 1 rows (one more tells that more follow),
+    each its JSON text then its keyset values."""
+    sql = SqlBuilder(pseudonym=pseudonym)
+    # the keyset: the order (never a masked column: parse_read refuses it) and the key
+    keys = ", ".join(quote_ident(t.column.name) for t in query.keyset)
+    return _select(sql, query, f"{_json_row(sql, query)}, {keys}", limit=size + 1)
+
+
 async def page_as_json(
     conn: asyncpg.Connection, query: ReadQuery, size: int, pseudonym: PseudonymKey | None
 ) -> tuple[list[str], tuple[Any, ...] | None]:
     """Up to `size` rows as JSON texts, and the keyset of the last one if more rows follow."""
-    sql = SqlBuilder(pseudonym=pseudonym)
-    # the keyset: the order (never a masked column: parse_read refuses it) and the key
-    keys = ", ".join(quote_ident(t.column.name) for t in query.keyset)
-    statement, args = _select(sql, query, f"{_json_row(sql, query)}, {keys}", limit=size + 1)
+    statement, args = json_page_statement(query, size, pseudonym)
     rows = await conn.fetch(statement, *args)
     more = len(rows) > size
     rows = rows[:size]

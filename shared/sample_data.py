@@ -10,6 +10,7 @@ import asyncpg
 from shared.products import Domain
 from shared.query import quote_ident
 from shared.settings import asyncpg_url
+from shared.views import refresh_views_if_present
 
 _LOCK = 7_301_202_401  # advisory lock: two loaders never interleave
 
@@ -43,6 +44,7 @@ async def load_if_empty(domain: Domain, url: str, rows: dict[str, list[dict[str,
                         product.source,
                         key,
                     )
+            await refresh_views_if_present(conn)
         return True
     finally:
         await conn.close()
@@ -109,6 +111,9 @@ async def seed_if_empty(domain: Domain, url: str, generate: Generator) -> bool:
                     )
             for table in tables:
                 await conn.execute(f"ANALYZE {quote_ident(table)}")
+            await refresh_views_if_present(conn)
+            for view in (p.source for p in domain.products if not p.is_table):
+                await conn.execute(f"ANALYZE {quote_ident(view)}")
         return True
     finally:
         await conn.close()

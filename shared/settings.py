@@ -26,6 +26,8 @@ class MeshSettings(BaseSettings):
     # long (uvicorn's --timeout-graceful-shutdown, which `datamesh up` sets from it)
     shutdown_grace_seconds: int = Field(20, ge=0)
     quality_interval_seconds: float = Field(0.0, ge=0)  # scheduled quality runs; 0: off
+    # how often a domain service looks for changes its materialized views miss; 0: never
+    view_refresh_seconds: float = Field(1.0, ge=0)
     # requests per minute per token subject (per client address without a valid token); None:
     # the service's default (shared.hygiene.DEFAULT_RATE_LIMITS); 0: no limit
     rate_limit_per_minute: int | None = Field(None, ge=0)

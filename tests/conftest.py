@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -98,7 +99,24 @@ def database_urls(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]
 
 @pytest.fixture(scope="session")
 def settings() -> MeshSettings:
-    return MeshSettings(json_page_size=1000, max_page_size=10_000, stream_batch_rows=100)
+    # views refreshed every 50 ms: a test waits for a write to reach them (views_refreshed)
+    return MeshSettings(
+        json_page_size=1000, max_page_size=10_000, stream_batch_rows=100, view_refresh_seconds=0.05
+    )
+
+
+async def views_refreshed(client: httpx.AsyncClient, name: str) -> float:
+    """Wait until the domain's materialized views hold every write committed so far, within
+    the domain's promise (ServiceLevels.view_freshness); the seconds it took."""
+    promise = domain(name).service_levels.view_freshness.total_seconds()
+    started = time.monotonic()
+    while True:
+        metadata = (await client.get(f"/{name}/v1/metadata")).json()
+        views = [t["freshness"] for t in metadata["tables"].values() if t["kind"] == "view"]
+        if all(v["pending_since"] is None for v in views):
+            return time.monotonic() - started
+        assert time.monotonic() - started < promise, f"{name} views still stale: {views}"
+        await asyncio.sleep(0.02)
 
 
 async def _client(name: str, url: str, settings: MeshSettings) -> AsyncIterator[httpx.AsyncClient]:

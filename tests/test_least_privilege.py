@@ -25,7 +25,11 @@ SCHEMA_CHANGES = {
     "drop constraint": "ALTER TABLE {table} DROP CONSTRAINT {table}_pkey",
     "create table": "CREATE TABLE intruder (id integer)",
     "create view": "CREATE VIEW intruder AS SELECT 1 AS one",
-    "drop view": "DROP VIEW {view}",
+    "drop view": "DROP MATERIALIZED VIEW {view}",
+    "refresh view": "REFRESH MATERIALIZED VIEW {view}",
+    "mark no change": "DELETE FROM view_changes",
+    "fake a refresh": "UPDATE view_refreshes SET data_as_of = now()",
+    "read a live view": "SELECT * FROM live.{view}",
     "truncate": "TRUNCATE {table} CASCADE",
     "create function": "CREATE FUNCTION intruder() RETURNS integer LANGUAGE sql AS 'SELECT 1'",
 }
@@ -61,6 +65,15 @@ async def test_the_service_role_cannot_change_the_schema(
     with pytest.raises(asyncpg.PostgresError) as refused:
         await as_service[name].execute(SCHEMA_CHANGES[change].format(table=table, view=view))
     assert refused.value.sqlstate == INSUFFICIENT_PRIVILEGE
+
+
+@pytest.mark.parametrize("name", DOMAINS)
+async def test_the_service_role_refreshes_views_only_through_the_owners_function(
+    as_service: dict[str, asyncpg.Connection], name: str
+) -> None:
+    conn = as_service[name]
+    assert await conn.fetchval("SELECT datamesh_refresh_views(true)") >= 0
+    assert await conn.fetchval("SELECT count(*) FROM view_changes") == 0
 
 
 @pytest.mark.parametrize("name", DOMAINS)

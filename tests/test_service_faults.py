@@ -307,7 +307,7 @@ async def test_a_statement_over_the_timeout_is_a_504_and_its_connection_stays_po
     )
     with psycopg.connect(owner_url(url), autocommit=True) as conn:
         # a throwaway database: one of its views made slow (the product schema is untouched)
-        conn.execute("ALTER VIEW sales_summary RENAME TO sales_summary_rows")
+        conn.execute("ALTER MATERIALIZED VIEW sales_summary RENAME TO sales_summary_rows")
         conn.execute(
             "CREATE VIEW sales_summary AS SELECT * FROM sales_summary_rows "
             "WHERE (SELECT true FROM pg_sleep(1))"

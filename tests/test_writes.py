@@ -20,7 +20,14 @@ from psycopg.rows import dict_row
 from services import DOMAINS, domain, sample
 from shared.app import create_domain_app
 from shared.settings import MeshSettings
-from tests.conftest import AS_OF, create_database, mesh_client, owner_url, token
+from tests.conftest import (
+    AS_OF,
+    create_database,
+    mesh_client,
+    owner_url,
+    token,
+    views_refreshed,
+)
 from tests.postgres import PostgresServer
 from tests.servers import served
 
@@ -506,6 +513,7 @@ async def test_a_campaign_starts_as_a_draft_and_spends_within_its_budget(
         Decimal("1500.50"),
         Decimal("20000.00"),
     )
+    await views_refreshed(marketing, "marketing")
     performance = await marketing.get(f"/marketing/v1/campaign-performance?campaign_id=eq.{key}")
     assert performance.json()[0]["remaining_budget"] == 18499.5
     done = await marketing.patch(f"/marketing/v1/campaigns/{key}", json={"status": "Completed"})
@@ -558,6 +566,7 @@ async def test_a_lead_moves_down_the_funnel_and_converting_stamps_it(
     assert dt.datetime.fromisoformat(converted.json()["converted_at"]) == row["converted_at"]
     lost = await marketing.patch(f"/marketing/v1/leads/{key}", json={"status": "Lost"})
     assert assert_problem(lost, 409, "forbidden_transition")["allowed"] == []
+    await views_refreshed(marketing, "marketing")
     funnel = await marketing.get("/marketing/v1/lead-funnel?status=eq.Converted&select=lead_count")
     assert funnel.json() == [{"lead_count": 4}]  # the sample's 3, and this one
 
@@ -817,6 +826,7 @@ async def test_an_order_shows_in_the_views_and_the_mesh_and_leaves_them_when_can
     async with mesh_client(served_domains) as mesh:
 
         async def figures() -> tuple[Any, ...]:
+            await views_refreshed(sales, "sales")
             roi = (await mesh.get("/mesh/v1/campaign-roi?campaign_id=eq.1")).json()[0]
             clv = (await sales.get("/sales/v1/customer-lifetime-value?customer_id=eq.12")).json()[0]
             summary = (await sales.get("/sales/v1/sales-summary?month=eq.2024-10-01")).json()
