@@ -303,7 +303,10 @@ def _description(domain: Domain, product: Product, url: str) -> dict[str, str]:
         else "No PII columns."
     )
     if not product.is_table:
-        limitations += " An analytics view: computed from the domain's tables at read time."
+        limitations += (
+            " An analytics view: materialized from the domain's tables and refreshed when they "
+            f"change (a committed write is in it within {_spoken(domain.service_levels.view_freshness)})."
+        )
     return {"purpose": product.description, "usage": usage, "limitations": limitations}
 
 

@@ -343,7 +343,8 @@ async def test_customer_lifetime_value_contract(sales: httpx.AsyncClient) -> Non
     assert obj["description"] == f"{CLV.description}\n\nDefinition: {CLV.definition}"
     assert document["tags"] == ["sales", "view"]
     assert document["description"]["limitations"] == (
-        "No PII columns. An analytics view: computed from the domain's tables at read time."
+        "No PII columns. An analytics view: materialized from the domain's tables and "
+        "refreshed when they change (a committed write is in it within 30 seconds)."
     )
     assert document["servers"][0]["location"] == "http://test/sales/v1/customer-lifetime-value"
 
