@@ -1,12 +1,31 @@
-# One image for every DataMesh service; docker-compose.yml picks the command.
-FROM python:3.11-slim
+# One image for every DataMesh service; docker-compose.yml picks the command. The `jupyter`
+# stage adds the notebooks' libraries and the notebooks (docker-compose.yml's `jupyter` service).
+FROM python:3.11-slim AS base
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md alembic.ini ./
 COPY shared ./shared
 COPY services ./services
 COPY migrations ./migrations
+COPY datamesh ./datamesh
 RUN pip install --no-cache-dir --constraint constraints.txt --editable . \
     && useradd --system --no-create-home datamesh
+
+# JupyterLab with the client (`from datamesh import Mesh`) and notebooks/ in the home directory;
+# it reads the mesh at DATAMESH_URL with the token in DATAMESH_TOKEN (docs/containers.md)
+FROM base AS jupyter
+RUN pip install --no-cache-dir --constraint constraints.txt --editable '.[notebooks]' \
+    && mkdir -p /home/datamesh/work \
+    && chown -R datamesh /home/datamesh
+COPY --chown=datamesh notebooks /home/datamesh/notebooks
+ENV HOME=/home/datamesh JUPYTER_PLATFORM_DIRS=1
+WORKDIR /home/datamesh
+USER datamesh
+EXPOSE 8888
+# no fixed login: Jupyter makes a random login token at start and prints the URL with it
+CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.root_dir=/home/datamesh"]
+
+# the services (the last stage: what `docker build .` gives)
+FROM base AS service
 USER datamesh
 EXPOSE 8000 8001 8002
 CMD ["uvicorn", "services.federation.app:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]
