@@ -11,6 +11,8 @@ import datetime as dt
 import os
 import re
 import secrets
+import threading
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,9 @@ MIN_SECRET_LENGTH = 32
 # where `require` keeps the verified principal: the request's own ASGI scope, never the
 # lifespan state (`request.state`), which some servers and test harnesses share between requests
 _PRINCIPAL_KEY = "datamesh.principal"
+# verified tokens are remembered this long (their expiry is checked on every use), this many
+_VERIFIED_TTL_SECONDS = 60.0
+_VERIFIED_MAX = 4096
 
 
 def known_scopes(domains: tuple[str, ...]) -> tuple[str, ...]:
@@ -212,6 +217,9 @@ class TokenVerifier:
         self._jwks = (
             jwt.PyJWKSet.from_json(settings.jwks_file.read_text()) if settings.jwks_file else None
         )
+        # token -> (its principal, until when it is valid, when it was verified)
+        self._verified: dict[str, tuple[Principal, float, float]] = {}
+        self._lock = threading.Lock()
         if not (self._secret or self._jwks_client or self._jwks):
             raise RuntimeError(
                 "No token key is configured: set DATAMESH_JWT_SECRET_FILE (or DATAMESH_JWT_SECRET, "
@@ -251,7 +259,25 @@ class TokenVerifier:
         raise jwt.InvalidTokenError(f"no {algorithm} key{named} in the JWKS")
 
     def verify(self, token: str) -> Principal:
-        """The principal of a valid token, or a 401 saying what is wrong with it."""
+        """The principal of a valid token, or a 401 saying what is wrong with it.
+
+        A token verified in the last minute is not verified again (its expiry still is):
+        clients send the same token with every request."""
+        now = time.time()
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, valid_until, verified_at = cached
+            if now <= valid_until and now - verified_at < _VERIFIED_TTL_SECONDS:
+                return principal
+        principal, expires = self._verify(token)
+        with self._lock:  # verify may run in worker threads (a JWKS that is fetched)
+            self._verified.pop(token, None)
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.pop(next(iter(self._verified)))  # the oldest
+            self._verified[token] = (principal, expires + self.settings.jwt_leeway_seconds, now)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             key, algorithms = self._key(token)
             claims = jwt.decode(
@@ -285,7 +311,7 @@ class TokenVerifier:
             ) from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"The token is not valid: {exc}.") from None
-        return Principal(subject=str(claims["sub"]), scopes=_scopes(claims))
+        return Principal(subject=str(claims["sub"]), scopes=_scopes(claims)), float(claims["exp"])
 
 
 _bearer = HTTPBearer(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from shared.errors import NotAcceptable
@@ -162,39 +164,48 @@ def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
     )
 
 
-def record_batch(
-    columns: Sequence[Column], schema: pa.Schema, rows: Sequence[Any]
-) -> pa.RecordBatch:
-    """One Arrow record batch from database rows (tuples in column order)."""
-    arrays = [
-        pa.array([row[i] for row in rows], type=schema.field(i).type) for i in range(len(columns))
+def csv_to_arrow(schema: pa.Schema, block: bytes) -> list[pa.RecordBatch]:
+    """Rows of PostgreSQL's COPY CSV (no header; columns in schema order; timestamps as ISO
+    8601 text) as record batches of the schema, parsed by Arrow's CSV reader: NULL is an
+    unquoted empty field, a quoted empty field the empty string, booleans t/f."""
+    table = pacsv.read_csv(
+        io.BytesIO(block),
+        read_options=pacsv.ReadOptions(column_names=schema.names),
+        convert_options=pacsv.ConvertOptions(
+            column_types=schema,
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+    return [
+        pa.RecordBatch.from_arrays(batch.columns, schema=schema) for batch in table.to_batches()
     ]
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 async def encode_arrow(
-    columns: Sequence[Column], batches: AsyncIterator[Sequence[Any]]
+    schema: pa.Schema, batches: AsyncIterator[pa.RecordBatch]
 ) -> AsyncGenerator[bytes, None]:
-    """An Arrow IPC stream, one record batch per database batch."""
-    schema = arrow_schema(columns)
+    """An Arrow IPC stream of the schema, one record batch after the other as they come."""
     sink = _Chunks()
     with pa.ipc.new_stream(sink, schema) as writer:
         yield sink.take()
-        async for rows in batches:
-            writer.write_batch(record_batch(columns, schema, rows))
+        async for batch in batches:
+            writer.write_batch(batch)
             yield sink.take()
     yield sink.take()
 
 
 async def encode_parquet(
-    columns: Sequence[Column], batches: AsyncIterator[Sequence[Any]]
+    schema: pa.Schema, batches: AsyncIterator[pa.RecordBatch]
 ) -> AsyncGenerator[bytes, None]:
-    """A Parquet file, one row group per database batch, written as it is read."""
-    schema = arrow_schema(columns)
+    """A Parquet file of the schema, one row group per record batch, written as it is read."""
     sink = _Chunks()
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-        async for rows in batches:
-            writer.write_batch(record_batch(columns, schema, rows))
+        async for batch in batches:
+            writer.write_batch(batch)
             yield sink.take()
     yield sink.take()
 

@@ -10,9 +10,18 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pyarrow as pa
 
 from shared.db import Database, connection_lost
-from shared.formats import Format, Page, encode_arrow, encode_ndjson, encode_parquet
+from shared.formats import (
+    Format,
+    Page,
+    arrow_schema,
+    csv_to_arrow,
+    encode_arrow,
+    encode_ndjson,
+    encode_parquet,
+)
 from shared.pseudonym import PseudonymKey
 from shared.query import ReadQuery, SqlBuilder, order_by, quote_ident
 from shared.settings import MeshSettings
@@ -103,21 +112,15 @@ async def json_batches(
             yield [r[0] for r in rows]
 
 
-async def row_batches(
-    conn: asyncpg.Connection, query: ReadQuery, batch_rows: int, pseudonym: PseudonymKey | None
-) -> AsyncGenerator[list[asyncpg.Record], None]:
-    """Every row as typed values, in batches, through a server-side cursor."""
-    sql = SqlBuilder(pseudonym=pseudonym)
-    statement, args = _select(sql, query, sql.outputs(query), limit=query.limit)
-    async with aclosing(_cursor_batches(conn, statement, args, batch_rows)) as batches:
-        async for rows in batches:
-            yield rows
-
-
 async def csv_chunks(
-    conn: asyncpg.Connection, query: ReadQuery, pseudonym: PseudonymKey | None
+    conn: asyncpg.Connection,
+    query: ReadQuery,
+    pseudonym: PseudonymKey | None,
+    *,
+    header: bool = True,
 ) -> AsyncGenerator[bytes, None]:
-    """The rows as CSV with a header line, straight from PostgreSQL's COPY."""
+    """The rows as CSV (with a header line unless not `header`), straight from PostgreSQL's
+    COPY."""
     sql = SqlBuilder(pseudonym=pseudonym)
     statement, args = _select(sql, query, sql.outputs(query, as_text=True), limit=query.limit)
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
@@ -125,7 +128,7 @@ async def csv_chunks(
     async def _copy() -> None:
         try:
             await conn.copy_from_query(
-                statement, *args, output=chunks.put, format="csv", header=True
+                statement, *args, output=chunks.put, format="csv", header=header
             )
         finally:
             await chunks.put(None)
@@ -139,6 +142,30 @@ async def csv_chunks(
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def arrow_batches(
+    conn: asyncpg.Connection, query: ReadQuery, batch_rows: int, pseudonym: PseudonymKey | None
+) -> AsyncGenerator[pa.RecordBatch, None]:
+    """Every row as Arrow record batches of about `batch_rows` rows: PostgreSQL's COPY output
+    parsed by Arrow's CSV reader with the declared types, so that no row becomes Python
+    objects on the way. A batch is cut only at the end of a record (an even number of quotes
+    so far: a quoted value may hold a newline)."""
+    schema = arrow_schema(query.output_columns)
+    block: list[bytes] = []
+    lines = quotes = 0
+    async with aclosing(csv_chunks(conn, query, pseudonym, header=False)) as chunks:
+        async for chunk in chunks:
+            block.append(chunk)
+            lines += chunk.count(b"\n")
+            quotes += chunk.count(b'"')
+            if lines >= batch_rows and quotes % 2 == 0 and chunk.endswith(b"\n"):
+                for batch in csv_to_arrow(schema, b"".join(block)):
+                    yield batch
+                block, lines, quotes = [], 0, 0
+    if block:
+        for batch in csv_to_arrow(schema, b"".join(block)):
+            yield batch
 
 
 async def count(
@@ -189,17 +216,16 @@ class DatabaseRows:
 
     async def page(self, query: ReadQuery, size: int, count_mode: str | None) -> Page:
         """A JSON page; its count and position read in the same snapshot."""
-        async with (
-            self.database.connection() as conn,
-            conn.transaction(readonly=True, isolation="repeatable_read"),
-        ):
-            rows, last = await page_as_json(conn, query, size, self.pseudonym)
-            if not count_mode:
+        async with self.database.connection() as conn:
+            if not count_mode:  # one statement: a snapshot of its own, no transaction needed
+                rows, last = await page_as_json(conn, query, size, self.pseudonym)
                 return Page(rows, last, None, query.offset)
-            total = await count(
-                conn, query, count_mode, self.settings.max_page_size, self.pseudonym
-            )
-            return Page(rows, last, total, await rows_before(conn, query, self.pseudonym))
+            async with conn.transaction(readonly=True, isolation="repeatable_read"):
+                rows, last = await page_as_json(conn, query, size, self.pseudonym)
+                total = await count(
+                    conn, query, count_mode, self.settings.max_page_size, self.pseudonym
+                )
+                return Page(rows, last, total, await rows_before(conn, query, self.pseudonym))
 
     async def count(self, query: ReadQuery, count_mode: str) -> int:
         """The number of matching rows."""
@@ -226,8 +252,8 @@ class DatabaseRows:
             else:
                 encode = encode_arrow if fmt is Format.ARROW else encode_parquet
                 async with (
-                    aclosing(row_batches(conn, query, batch, self.pseudonym)) as rows,
-                    aclosing(encode(query.output_columns, rows)) as chunks,
+                    aclosing(arrow_batches(conn, query, batch, self.pseudonym)) as batches,
+                    aclosing(encode(arrow_schema(query.output_columns), batches)) as chunks,
                 ):
                     async for chunk in chunks:
                         yield chunk

@@ -128,14 +128,14 @@ class TableRows:
             encode: Callable[..., AsyncIterator[bytes]] = (
                 encode_arrow if fmt is Format.ARROW else encode_parquet
             )
-            async for chunk in encode(query.output_columns, _batches(table)):
+            schema = arrow_schema(query.output_columns)
+            async for chunk in encode(schema, _batches(table.cast(schema))):
                 yield chunk
 
 
-async def _batches(table: pa.Table) -> AsyncGenerator[list[tuple[Any, ...]], None]:
-    rows = [tuple(r.values()) for r in table.to_pylist()]
-    if rows:
-        yield rows
+async def _batches(table: pa.Table) -> AsyncGenerator[pa.RecordBatch, None]:
+    for batch in table.to_batches():
+        yield batch
 
 
 def _csv(columns: Sequence[Column], table: pa.Table) -> bytes:

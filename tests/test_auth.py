@@ -7,6 +7,7 @@ personas; the OpenAPI security scheme behind the docs' Authorize button.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -836,3 +837,34 @@ async def test_a_service_with_an_unusable_key_refuses_to_start(
         )
         async with LifespanManager(app):
             pass
+
+
+def test_a_verified_token_is_remembered_for_a_minute_and_never_past_its_expiry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.auth import TokenVerifier
+
+    verifier = TokenVerifier(AuthSettings(jwt_secret=TEST_SECRET))
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    short = token("sales:read", ttl=dt.timedelta(seconds=30))
+    first = verifier.verify(short)
+    assert (first.subject, first.scopes) == ("tests", frozenset({"sales:read"}))
+    assert verifier.verify(short) == first
+    assert len(decoded) == 1  # the second use is not decoded again
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 61)  # past exp and its 30 s of leeway
+    verifier.verify(short)  # (PyJWT's own clock is not moved: it still finds it valid)
+    assert len(decoded) == 2  # past its expiry, a token is verified again, never remembered
+    long = token("sales:read", ttl=dt.timedelta(hours=1))
+    monkeypatch.setattr(time, "time", lambda: now)
+    verifier.verify(long)
+    monkeypatch.setattr(time, "time", lambda: now + 60.5)  # remembered a minute at most
+    verifier.verify(long)
+    assert len(decoded) == 4
