@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -158,16 +159,20 @@ def up(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     started = time.monotonic()
+    _refuse_ports_in_use(host, ports)
     typer.echo(f"DataMesh: data in {root}")
     databases = _start_databases(root)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         _prepare(databases, _as_of(as_of))
         base = {name: f"http://{host}:{ports[name]}" for name in ports}
-        env = dict(os.environ)
-        for database in databases:
-            env[f"{database.name.upper()}_DATABASE_URL"] = database.url
-            env.pop(f"{database.name.upper()}_MIGRATION_DATABASE_URL", None)  # the owner's
+        # no service is given a database URL but its own (the mesh none), nor an owner's
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.endswith(("_DATABASE_URL", "_MIGRATION_DATABASE_URL"))
+        }
+        database_urls = {d.name: {f"{d.name.upper()}_DATABASE_URL": d.url} for d in databases}
         env["MESH_DOMAINS"] = "{" + ", ".join(f'"{n}": "{base[n]}"' for n in DOMAINS) + "}"
         auth = AuthSettings(data_dir=root)
         if not (auth.jwt_secret or auth.jwt_secret_file or auth.jwks_url or auth.jwks_file):
@@ -196,7 +201,7 @@ def up(
                     "--timeout-graceful-shutdown",
                     str(settings.shutdown_grace_seconds),
                 ],
-                env=env,
+                env=env | database_urls.get(name, {}),
                 start_new_session=True,
             )
         _wait_ready(base, processes, lambda: stopping)
@@ -224,6 +229,26 @@ def up(
         _terminate(processes, grace=settings.shutdown_grace_seconds)
         _stop_databases(databases)
         typer.echo("Stopped.")
+
+
+def _refuse_ports_in_use(host: str, ports: dict[str, int]) -> None:
+    """Exit (code 1) naming the ports something already listens on: the services could not
+    bind them, and readiness checks would be answered by whatever is there."""
+    taken = []
+    for name, port in ports.items():
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                probe.bind((host, port))
+            except OSError:
+                taken.append(f"{port} ({name}, --port-{name})")
+    if taken:
+        typer.echo(
+            f"Ports in use on {host}: {', '.join(taken)}. Another program (another `datamesh "
+            "up`?) listens there: stop it, or choose other ports.",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def _wait_ready(

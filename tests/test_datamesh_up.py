@@ -6,6 +6,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -104,6 +105,37 @@ def _connected_as(data_dir: Path, name: str) -> set[str]:
     return {row[0] for row in rows}
 
 
+def _database_urls_given(ports: dict[str, int]) -> dict[str, set[str]]:
+    """The database URL variables in each service process's environment."""
+    given: dict[str, set[str]] = {}
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        for name, port in ports.items():
+            if "uvicorn" in cmdline and f"--port {port}" in cmdline:
+                given[name] = {k for k in process.environ() if k.endswith("DATABASE_URL")}
+    return given
+
+
+def test_up_refuses_ports_in_use_before_starting_anything(tmp_path: Path) -> None:
+    ports = {"mesh": free_port(), "sales": free_port(), "marketing": free_port()}
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports["sales"]))
+        squatter.listen()
+        refused = subprocess.run(
+            [DATAMESH, "up", "--data-dir", str(tmp_path / "data")]
+            + [arg for name, port in ports.items() for arg in (f"--port-{name}", str(port))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"Ports in use on 127.0.0.1: {ports['sales']} (sales, --port-sales). Another program "
+        "(another `datamesh up`?) listens there: stop it, or choose other ports."
+    )
+    assert not (tmp_path / "data").exists()  # nothing started, nothing written
+
+
 def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     ports = {"mesh": free_port(), "sales": free_port(), "marketing": free_port()}
@@ -139,6 +171,12 @@ def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
         assert len(journey.json()) == 3
         ready = httpx.get(f"http://127.0.0.1:{ports['mesh']}/mesh/readyz")
         assert ready.json() == {"ready": True, "domains": {"sales": "ready", "marketing": "ready"}}
+        # each service is given its own database's URL only, the mesh none
+        assert _database_urls_given(ports) == {
+            "mesh": set(),
+            "sales": {"SALES_DATABASE_URL"},
+            "marketing": {"MARKETING_DATABASE_URL"},
+        }
         # each service is connected as its domain's role (data only), not as the owner
         for name in ("sales", "marketing"):
             assert _connected_as(data_dir, name) == {f"{name}_service"}
