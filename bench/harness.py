@@ -119,7 +119,11 @@ def machine() -> list[tuple[str, str]]:
             if line.startswith("PRETTY_NAME="):
                 system = f"{line.split('=', 1)[1].strip(chr(34))}, Linux {platform.release()}"
     commit = _run_text(["git", "rev-parse", "--short", "HEAD"])
-    if _run_text(["git", "status", "--porcelain", "--untracked-files=no"]):
+    # the results file itself (rewritten by every run) does not count as a change
+    changed = _run_text(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results.md"]
+    )
+    if changed:
         commit += " (with uncommitted changes)"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
