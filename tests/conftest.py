@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -119,14 +120,25 @@ async def views_refreshed(client: httpx.AsyncClient, name: str) -> float:
         await asyncio.sleep(0.02)
 
 
-async def _client(name: str, url: str, settings: MeshSettings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_domain_app(domain(name), database_url=url, settings=settings)
+@asynccontextmanager
+async def app_client(
+    app: Any, headers: dict[str, str] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the app over ASGI, its lifespan run (admin token unless `headers`)."""
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers=ADMIN
+            transport=transport,
+            base_url="http://test",
+            headers=ADMIN if headers is None else headers,
         ) as client:
             yield client
+
+
+async def _client(name: str, url: str, settings: MeshSettings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_domain_app(domain(name), database_url=url, settings=settings)
+    async with app_client(app) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
@@ -166,12 +178,8 @@ async def mesh_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of a mesh federating the given domain base URLs."""
     app = create_app(FederationSettings.model_validate({"domains": domains, **timeouts}))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers=ADMIN
-        ) as client:
-            yield client
+    async with app_client(app) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from asgi_lifespan import LifespanManager
 
 from services import domain, sample
 from shared.app import create_domain_app
 from shared.settings import MeshSettings
-from tests.conftest import AS_OF, create_database, owner_url, token
+from tests.conftest import AS_OF, app_client, create_database, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served
 
@@ -34,12 +33,8 @@ def database(postgres_servers: dict[str, PostgresServer]) -> str:
 @pytest.fixture(scope="module")
 async def sales(database: str, settings: MeshSettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_domain_app(domain("sales"), database_url=database, settings=settings)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers=WRITER
-        ) as client:
-            yield client
+    async with app_client(app, WRITER) as client:
+        yield client
 
 
 def query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -12,13 +12,19 @@ from decimal import Decimal
 import httpx
 import psycopg
 import pytest
-from asgi_lifespan import LifespanManager
 
 from services import DOMAINS, domain, sample
 from shared.app import create_domain_app
 from shared.contracts import contract
 from shared.settings import MeshSettings
-from tests.conftest import AS_OF, create_database, owner_url, token, views_refreshed
+from tests.conftest import (
+    AS_OF,
+    app_client,
+    create_database,
+    owner_url,
+    token,
+    views_refreshed,
+)
 from tests.postgres import PostgresServer
 
 VIEWS = {name: [p.source for p in domain(name).products if not p.is_table] for name in DOMAINS}
@@ -48,12 +54,8 @@ async def sales_service(url: str, refresh_seconds: float) -> AsyncIterator[httpx
     """A Sales service on the database, looking for view changes every `refresh_seconds`."""
     settings = MeshSettings(view_refresh_seconds=refresh_seconds)
     app = create_domain_app(domain("sales"), database_url=url, settings=settings)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers=WRITER
-        ) as client:
-            yield client
+    async with app_client(app, WRITER) as client:
+        yield client
 
 
 def differences(url: str, view: str) -> list[tuple[object, ...]]:
