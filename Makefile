@@ -22,10 +22,9 @@ lint: $(STAMP)
 # 8 hours that reads every domain and the mesh, PII masked, minted with the local secret
 # (DATAMESH_DATA_DIR if `make up` was given another --data-dir); DATAMESH_URL defaults to the
 # local mesh. ARGS go to Jupyter (e.g. ARGS="--no-browser --port 8890").
-NOTEBOOK_SCOPES := --scope sales:read --scope marketing:read --scope mesh:read
 JUPYTER ?= $(BIN)/jupyter
 notebooks: $(STAMP)
-	@token=$$($(BIN)/datamesh token $(NOTEBOOK_SCOPES) --sub notebooks) && \
+	@token=$$($(BIN)/datamesh token --persona analyst --sub notebooks) && \
 	DATAMESH_URL=$${DATAMESH_URL:-http://127.0.0.1:8000} DATAMESH_TOKEN=$$token \
 	JUPYTER_PLATFORM_DIRS=1 $(JUPYTER) lab notebooks/ $(ARGS)
 

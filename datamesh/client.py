@@ -110,7 +110,7 @@ class Mesh:
     `url` is the mesh's base URL (`http://127.0.0.1:8000`; a trailing `/mesh` is accepted),
     else `DATAMESH_URL`, else `http://127.0.0.1:8000` (where `datamesh up` serves it). `token`
     is a bearer token, else `DATAMESH_TOKEN`; without one, `Mesh()` raises a DataMeshError
-    saying how to get one (`datamesh token --persona sales_analyst`).
+    saying how to get one (`datamesh token --persona analyst`).
 
     The domains are separate services; their base URLs come from `domains` (`{"sales":
     "http://127.0.0.1:8001", ...}`), else `DATAMESH_DOMAINS` (the same, as JSON), else the
@@ -135,7 +135,7 @@ class Mesh:
         if not token:
             raise DataMeshError(
                 "No token: pass Mesh(token=...) or set DATAMESH_TOKEN, e.g. "
-                "`export DATAMESH_TOKEN=$(datamesh token --persona sales_analyst)` "
+                "`export DATAMESH_TOKEN=$(datamesh token --persona analyst)` "
                 "(see the README's Tokens)."
             )
         self.url = _base_url(url or os.environ.get("DATAMESH_URL") or DEFAULT_URL, "mesh")

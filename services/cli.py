@@ -322,7 +322,7 @@ def token(
         list[str] | None, typer.Option(help="A scope to grant; repeat for more.")
     ] = None,
     persona: Annotated[
-        str | None, typer.Option(help="admin, sales_analyst or marketing_analyst.")
+        str | None, typer.Option(help="admin, sales_analyst, marketing_analyst or analyst.")
     ] = None,
     ttl: Annotated[str, typer.Option(help="Lifetime: 30m, 8h, 7d.")] = "8h",
     sub: Annotated[str | None, typer.Option(help="The token's subject (who it is for).")] = None,

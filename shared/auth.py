@@ -32,6 +32,8 @@ PERSONAS: dict[str, tuple[str, ...]] = {
     "admin": (ADMIN,),
     "sales_analyst": ("sales:read", "mesh:read"),
     "marketing_analyst": ("marketing:read", "mesh:read"),
+    # every domain's products and the mesh, PII masked: the notebooks' persona
+    "analyst": ("sales:read", "marketing:read", "mesh:read"),
 }
 SECRET_FILE = "jwt-secret"
 MIN_SECRET_LENGTH = 32

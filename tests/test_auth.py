@@ -479,6 +479,7 @@ READS = {
     "admin": {"sales", "marketing", "mesh"},
     "sales_analyst": {"sales", "mesh"},
     "marketing_analyst": {"marketing", "mesh"},
+    "analyst": {"sales", "marketing", "mesh"},
 }
 
 
@@ -487,6 +488,7 @@ def test_the_personas_are_the_documented_ones() -> None:
         "admin": ("admin",),
         "sales_analyst": ("sales:read", "mesh:read"),
         "marketing_analyst": ("marketing:read", "mesh:read"),
+        "analyst": ("sales:read", "marketing:read", "mesh:read"),
     }
 
 

@@ -104,7 +104,7 @@ def test_a_missing_token_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(DataMeshError) as raised:
         Mesh("http://127.0.0.1:8000")
     assert "set DATAMESH_TOKEN" in str(raised.value)
-    assert "datamesh token --persona sales_analyst" in str(raised.value)
+    assert "datamesh token --persona analyst" in str(raised.value)
     assert raised.value.status is None
 
 

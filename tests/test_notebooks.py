@@ -30,6 +30,7 @@ from services.federation.settings import FederationSettings
 from services.marketing import scale as marketing_scale
 from services.sales import scale as sales_scale
 from shared.app import create_domain_app
+from shared.auth import PERSONAS
 from shared.sample_data import seed_if_empty
 from shared.settings import MeshSettings
 from tests.conftest import AS_OF, TEST_SECRET, create_database, owner_url, token
@@ -40,7 +41,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 SCALE = 20
 # what a notebook needs: every domain's products and the mesh, read-only, PII masked
-SCOPES = ("sales:read", "marketing:read", "mesh:read")
+SCOPES = PERSONAS["analyst"]
 
 # (notebook, data) -> lines its outputs must hold: the sample's known figures, and which branch
 # ran where a notebook adapts to its data

@@ -165,7 +165,9 @@ def test_the_known_scopes_are_listed_when_one_is_unknown(minted: Minted) -> None
         "sales:delete; known: sales:read, sales:pii, sales:write, marketing:read, "
         "marketing:pii, marketing:write, mesh:read, admin"
     ) in minted.runs["unknown scope"].message
-    assert "admin, sales_analyst, marketing_analyst" in minted.runs["unknown persona"].message
+    assert (
+        "admin, sales_analyst, marketing_analyst, analyst" in minted.runs["unknown persona"].message
+    )
 
 
 def test_without_a_secret_it_exits_1_saying_how_to_get_one(minted: Minted) -> None:
