@@ -148,6 +148,11 @@ async def test_catalog_lists_every_domain_product_and_metric(mesh: httpx.AsyncCl
                 f"{entry['url']}/{entry['name']}/v1/products/{product['name']}/contract"
             )
             assert product["classification"] == CLASSIFICATION[entry["name"]]
+            if product["kind"] == "view":  # as the domain's metadata says it
+                assert product["freshness"]["promise_seconds"] == 30
+                assert product["freshness"]["pending_since"] is None
+            else:
+                assert "freshness" not in product
     assert [m["name"] for m in catalog["metrics"]] == [
         "lead-to-customer-journey",
         "campaign-roi",

@@ -42,6 +42,8 @@ async def _domain_entry(registry: DomainRegistry, name: str) -> dict[str, Any]:
             "contract": f"{base}/{name}/v1/products/{product_name}/contract",
             "columns": entry["columns"],
         }
+        # a view's freshness (materialized: docs/views.md) as its domain reports it
+        | ({"freshness": entry["freshness"]} if "freshness" in entry else {})
         for product_name, entry in metadata["tables"].items()
     ]
     return {
