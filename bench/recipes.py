@@ -129,7 +129,7 @@ def run(mesh: Mesh, token: str, *, reps: int) -> Section:
     section = Section(
         "seed",
         "The seed's way against the mesh",
-        "The seed's notebook recipes (`/work/shared/seed/DATA_MODEL.md`: pandas `read_sql` over "
+        "The seed's notebook recipes (the seed's `DATA_MODEL.md`: pandas `read_sql` over "
         "SQLAlchemy + psycopg on both domain databases, connecting with the databases' "
         "passwords, then `merge`), timed end to end from connecting to the final DataFrame, "
         "against our mesh's metric read whole as Arrow "

@@ -64,12 +64,19 @@ def _prefer_count(request: Request) -> str | None:
     return None
 
 
-def _next_link(request: Request, cursor: str) -> str:
+def public_link(path: str, settings: MeshSettings) -> str:
+    """A link to a path of this service: under the configured public URL, else relative (the
+    request's Host header is the caller's to choose, so it never makes a link)."""
+    return f"{settings.public_url or ''}{path}"
+
+
+def _next_link(request: Request, cursor: str, settings: MeshSettings) -> str:
     params = [
         (k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "cursor")
     ]
     params.append(("cursor", cursor))
-    return f'<{request.url.replace(query=urlencode(params))}>; rel="next"'
+    target = public_link(f"{request.url.path}?{urlencode(params)}", settings)
+    return f'<{target}>; rel="next"'
 
 
 async def _primed(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
@@ -170,7 +177,7 @@ async def respond(
         span = f"{page.start}-{page.start + len(page.rows) - 1}" if page.rows else "*"
         headers["Content-Range"] = f"{span}/{'*' if page.total is None else page.total}"
     if page.last is not None:
-        headers["Link"] = _next_link(request, query.encode_cursor(page.last))
+        headers["Link"] = _next_link(request, query.encode_cursor(page.last), settings)
     return Response(encode_json_array(page.rows), media_type="application/json", headers=headers)
 
 

@@ -135,7 +135,7 @@ def create_domain_app(
     # fixed paths (metadata, quality, contracts) go before the products: the product router
     # ends with a catch-all that answers unknown products
     readers = [Depends(require(f"{domain.name}:read"))]
-    app.include_router(contract_router(domain), dependencies=readers)
+    app.include_router(contract_router(domain, settings.public_url), dependencies=readers)
     app.include_router(quality_router(domain, database), dependencies=readers)
     app.include_router(metadata_router(domain, database, latest_scores), dependencies=readers)
     reader = ProductReader(domain, database, settings)

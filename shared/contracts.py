@@ -515,8 +515,9 @@ def negotiate_contract(format_parameter: str | None, accept: str | None) -> str:
     )
 
 
-def contract_router(domain: Domain) -> APIRouter:
-    """GET /<domain>/v1/products/{product}/contract for every product of the domain."""
+def contract_router(domain: Domain, public_url: str | None = None) -> APIRouter:
+    """GET /<domain>/v1/products/{product}/contract for every product of the domain; its server
+    is the configured public URL, else the address the request reached."""
     router = APIRouter()
     known = ", ".join(p.name for p in domain.products)
 
@@ -534,7 +535,7 @@ def contract_router(domain: Domain) -> APIRouter:
                 product=product,
             )
         chosen = negotiate_contract(fmt, request.headers.get("accept"))
-        base_url = f"{request.url.scheme}://{request.url.netloc}"
+        base_url = public_url or f"{request.url.scheme}://{request.url.netloc}"
         document = contract(domain, declared, base_url=base_url)
         if chosen == "json":
             return Response(render_json(document), media_type=JSON_MEDIA_TYPE)

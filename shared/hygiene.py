@@ -62,6 +62,9 @@ _PATH_SEGMENT = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
 _CONTENT_RANGE = re.compile(r"(\d+)-(\d+)/")
 
 _CALLER = "datamesh.rate_limited_caller"
+_ON_BEHALF_OF = "datamesh.on_behalf_of"
+ON_BEHALF_OF = "DataMesh-On-Behalf-Of"  # the header the mesh names its end user in
+_USER = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?")
 ROWS = "datamesh.rows"  # a handler may note the rows it answers here, in the request's scope
 
 access_log = logging.getLogger("datamesh.access")
@@ -104,6 +107,7 @@ def install_hygiene(app: FastAPI, service: str, settings: MeshSettings) -> None:
         RequestLimits,
         per_minute=rate_limit_for(service, settings),
         max_body_bytes=settings.max_body_bytes,
+        mesh_subjects=frozenset(settings.mesh_subjects),
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -132,8 +136,16 @@ class RequestLimits:
     verifier; without a valid token it is the client address, so floods of 401s are bounded
     too. One process per service keeps the moving windows in memory."""
 
-    def __init__(self, app: ASGIApp, *, per_minute: int, max_body_bytes: int):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        per_minute: int,
+        max_body_bytes: int,
+        mesh_subjects: frozenset[str] = frozenset(),
+    ):
         self.app = app
+        self.mesh_subjects = mesh_subjects
         self.item = RateLimitItemPerMinute(per_minute) if per_minute else None
         self.max_body_bytes = max_body_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,7 +167,7 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         if self.item is not None:
-            caller, who = await _caller(scope)
+            caller, who = await _caller(scope, self.mesh_subjects)
             limiter = self.limiter
             allowed = await limiter.hit(self.item, caller)
             stats = await limiter.get_window_stats(self.item, caller)
@@ -217,11 +229,20 @@ class RequestLimits:
         await response(scope, receive, send)
 
 
-async def _caller(scope: Scope) -> tuple[str, str]:
-    """The rate-limit key of the request's caller and how to name it in a message."""
+async def _caller(scope: Scope, mesh_subjects: frozenset[str]) -> tuple[str, str]:
+    """The rate-limit key of the request's caller and how to name it in a message. The mesh
+    reads for its users: a request of a mesh subject naming its end user counts as that user's,
+    so that one user cannot spend the quota every user of the mesh shares."""
     principal = await _principal(scope)
     scope[_CALLER] = principal  # for the access line of a request refused here
     if principal is not None:
+        user = on_behalf_of(scope) if principal.subject in mesh_subjects else None
+        if user is not None:
+            scope[_ON_BEHALF_OF] = user
+            return (
+                f"subject:{principal.subject}:for:{user}",
+                f"the token subject '{principal.subject}' on behalf of '{user}'",
+            )
         return f"subject:{principal.subject}", f"the token subject '{principal.subject}'"
     client = scope.get("client")
     return f"address:{client[0] if client else 'unknown'}", "this client address"
@@ -241,6 +262,13 @@ async def _principal(scope: Scope) -> Principal | None:
         return verifier.verify(token.strip())
     except Problem:
         return None
+
+
+def on_behalf_of(scope: Scope) -> str | None:
+    """The end user a request names in DataMesh-On-Behalf-Of (printable ASCII, at most 200
+    characters), if it names one."""
+    value = Headers(scope=scope).get(ON_BEHALF_OF.lower())
+    return value if value is not None and _USER.fullmatch(value) else None
 
 
 def _adding_headers(send: Send, headers: dict[str, str]) -> Send:
@@ -411,6 +439,7 @@ def _access_entry(
         "status": response.status or None,  # None: the client went away before an answer
         "duration_ms": round(duration_ms, 1),
         "subject": principal.subject if principal else None,
+        "on_behalf_of": scope.get(_ON_BEHALF_OF),
         "scopes": sorted(principal.scopes) if principal else [],
         "product": _product(scope),
         "rows": _rows(scope, response),

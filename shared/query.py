@@ -251,6 +251,14 @@ def _parse_order(product: Product, raw: str, pii: PiiAccess) -> tuple[OrderTerm,
         name, *modifiers = part.strip().split(".")
         column = _column(product, name, parameter="order")
         _refuse_masked(column, "order", pii)
+        if any(t.column.name == name for t in terms):
+            # each column once: a longer order means nothing more, and PostgreSQL refuses
+            # one of more than 1,664 terms
+            raise InvalidValue(
+                f"Parameter 'order' names column '{name}' more than once.",
+                parameter="order",
+                column=name,
+            )
         if not column.sortable:
             sortable = ", ".join(c.name for c in product.columns if c.sortable)
             raise InvalidValue(

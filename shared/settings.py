@@ -34,8 +34,25 @@ class MeshSettings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=0)
     # browser origins allowed to call the services (CORS): a JSON list or comma-separated
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # token subjects of the mesh: a request of theirs that names the end user it reads for
+    # (DataMesh-On-Behalf-Of) counts against that user's rate limit, not the mesh's own
+    mesh_subjects: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["mesh"])
+    # the service's public base URL (https://data.example.com): absolute links are built from
+    # it; unset, links are relative (never from the request's Host header)
+    public_url: str | None = None
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError(
+                f"public_url '{value}' is not a base URL like https://data.example.com"
+            )
+        return value.rstrip("/")
+
+    @field_validator("cors_origins", "mesh_subjects", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:
         if isinstance(value, str):

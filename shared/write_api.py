@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from shared.api import (
+    MASKED_COLUMNS,
     ProductReader,
     _row_schema,
     entity_tag,
@@ -29,7 +31,7 @@ from shared.api import (
     pii_scope,
     product_path,
 )
-from shared.auth import principal_of, require
+from shared.auth import Forbidden, principal_of, require
 from shared.db import Database
 from shared.errors import InvalidValue, NotFound, Problem, UnknownParameter
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -96,6 +98,48 @@ class InvalidRows(Problem):
     status = 422
     code = "invalid_rows"
     title = "Invalid rows"
+
+
+class PiiWrite(Forbidden):
+    """A write of a PII column by a caller who reads it masked: refused before the database is
+    asked, so that no answer (a unique email taken, a key computed from it) can tell such a
+    caller whether a PII value exists."""
+
+    code = "pii_column"
+    title = "PII column not permitted"
+
+    def __init__(self, column: str, scope: str):
+        super().__init__(
+            scope,
+            f"Column '{column}' is classified PII: writing it needs the scope '{scope}', which "
+            "the token does not carry.",
+            column=column,
+        )
+
+
+def _given_fields(record: Any) -> set[str]:
+    """The field names a body or batch record gives (none if it is not an object)."""
+    if isinstance(record, bytes | str):
+        try:
+            record = orjson.loads(record)
+        except orjson.JSONDecodeError:
+            return set()  # validation names what is wrong with it
+    return set(record) if isinstance(record, dict) else set()
+
+
+def _refuse_pii_writes(
+    request: Request, domain: Domain, product: Product, records: Sequence[Any]
+) -> None:
+    """403 if a record gives a PII column of the product and the caller lacks the domain's pii
+    scope: writing (or clearing) a PII value needs the right to read it in clear."""
+    if pii_access(request, pii_scope(domain)).granted:
+        return
+    pii = [c.name for c in product.columns if c.is_pii]
+    for record in records:
+        given = _given_fields(record)
+        for name in pii:
+            if name in given:
+                raise PiiWrite(name, pii_scope(domain))
 
 
 # --- preconditions -----------------------------------------------------------------------
@@ -279,6 +323,22 @@ class RowView:
         self.pseudonym = reader.pseudonym
         self.masked = masked_header(parse_read(product, [], max_limit=None, pii=self.pii))
 
+    def replayed(self, response: Response) -> Response:
+        """A kept response replayed to this caller: PII columns answered in clear to the first
+        caller are masked (null) for a caller without the pii scope, exactly as its own read
+        of the row would answer them (same text, ETag and Masked-Columns)."""
+        if self.pii.granted or not self.masked:
+            return response
+        masked = {name.strip() for name in self.masked[MASKED_COLUMNS].split(",")}
+        text = _nulled(bytes(response.body).decode(), masked)
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name.lower() not in ("content-length", "etag", MASKED_COLUMNS.lower())
+        }
+        headers |= {"ETag": entity_tag(text), **self.masked}
+        return Response(text, status_code=response.status_code, headers=headers)
+
     async def render(self, conn: asyncpg.Connection, key: Any) -> str | None:
         """The row's JSON text, or None if there is no such row."""
         query = parse_read(self.product, [], max_limit=None, pii=self.pii)
@@ -287,6 +347,28 @@ class RowView:
         query.filters.append(Filter(column, "eq", key, negated=False))
         rows, _ = await page_as_json(conn, query, 1, self.pseudonym)
         return rows[0] if rows else None
+
+
+def _nulled(text: str, names: set[str]) -> str:
+    """A JSON object's text with the values of the named members replaced by null, every other
+    byte kept (numbers keep their scale, members their order)."""
+    decoder = json.JSONDecoder()
+    out, i = ["{"], text.index("{") + 1
+    while True:
+        while text[i] in " \t\r\n,":
+            out.append(text[i])
+            i += 1
+        if text[i] == "}":
+            out.append(text[i:])
+            return "".join(out)
+        name, after_name = decoder.raw_decode(text, i)
+        start = text.index(":", after_name) + 1
+        while text[start] in " \t\r\n":
+            start += 1
+        _, end = decoder.raw_decode(text, start)
+        out.append(text[i:start])
+        out.append("null" if name in names else text[start:end])
+        i = end
 
 
 # --- request plumbing ----------------------------------------------------------------------
@@ -330,10 +412,16 @@ Run = Callable[[TransactionContext], Awaitable[Response]]
 
 
 async def _transaction(
-    request: Request, domain: Domain, database: Database, body: bytes, run: Run
+    request: Request,
+    domain: Domain,
+    database: Database,
+    body: bytes,
+    run: Run,
+    view: RowView | None = None,
 ) -> Response:
-    """Run a write in one transaction, idempotently when the request carries a key; the
-    database's refusals answered as problems naming their constraint."""
+    """Run a write in one transaction, idempotently when the request carries a key (a replay
+    masked for the caller presenting it, through the row's `view`); the database's refusals
+    answered as problems naming their constraint."""
     principal = principal_of(request)
     key = idempotency_key(request)
     fingerprint = Fingerprint.of(request, body)
@@ -344,7 +432,8 @@ async def _transaction(
                     await lock_key(conn, principal.subject, key)
                     kept = await kept_response(conn, principal.subject, key)
                     if kept is not None:
-                        return kept.replay(fingerprint, key)
+                        replay = kept.replay(fingerprint, key)
+                        return view.replayed(replay) if view is not None else replay
                 context = TransactionContext(conn, domain, await transaction_time(conn))
                 response = await run(context)
                 if key is not None:
@@ -684,6 +773,7 @@ def _add_table(
             _only(request)
             _require_json(request)
             body = await request.body()
+            _refuse_pii_writes(request, domain, product, [body])
             values = validate_body(writer.model(shape, strict=True), body, known=shape.names)
             view = RowView(request, domain, product, reader)
 
@@ -691,7 +781,7 @@ def _add_table(
                 key = await writer.create(context, values.model_dump())
                 return await _row_response(context.conn, view, writer, key, created=True)
 
-            return await _transaction(request, domain, database(), body, run)
+            return await _transaction(request, domain, database(), body, run, view)
 
         router.add_api_route(
             path,
@@ -722,6 +812,7 @@ def _add_table(
             _require_json(request)
             key = _path_key(writer, request.path_params[writer.key])
             body = await request.body()
+            _refuse_pii_writes(request, domain, product, [body])
             model = validate_body(
                 writer.model(change_body, strict=True), body, known=change_body.names
             )
@@ -750,7 +841,7 @@ def _add_table(
                     raise _absent(writer, key)
                 return await _row_response(context.conn, view, writer, key, created=False)
 
-            return await _transaction(request, domain, database(), body, run)
+            return await _transaction(request, domain, database(), body, run, view)
 
         router.add_api_route(
             f"{path}/{{{writer.key}}}",
@@ -795,6 +886,7 @@ def _add_table(
                 raw[name] = given[0]
             keys = _url_values(writer.model(natural, strict=False), raw)
             body = await request.body()
+            _refuse_pii_writes(request, domain, product, [body, raw])
             values = validate_body(
                 writer.model(replacement, strict=True), body, known=replacement.names
             )
@@ -811,7 +903,7 @@ def _add_table(
                 )
                 return await _row_response(context.conn, view, writer, key, created=created)
 
-            return await _transaction(request, domain, database(), body, run)
+            return await _transaction(request, domain, database(), body, run, view)
 
         router.add_api_route(
             path + "".join(f"/{{{name}}}" for name in in_path),
@@ -868,6 +960,7 @@ def _add_table(
             records = _records(request, body, writer)
             if not records:
                 raise InvalidBody([FieldError("body", "the batch has no rows")])
+            _refuse_pii_writes(request, domain, product, [record for _, record in records])
             strict = media != CSV_TYPE
             model = writer.model(batch_body, strict=strict)
             rows: list[tuple[int, dict[str, Any]]] = []
@@ -997,6 +1090,13 @@ def _describe_batch(writer: TableWriter) -> str:
 
 def _notes(writer: TableWriter) -> list[str]:
     notes = []
+    pii = [c.name for c in writer.product.columns if c.is_pii]
+    if pii:
+        notes.append(
+            f"PII columns ({', '.join(f'`{n}`' for n in pii)}): giving one, even as null, needs "
+            f"`{pii_scope(writer.domain)}` (403 `pii_column` otherwise, before anything is "
+            "checked against the data)."
+        )
     transitions = writer.writes.transitions
     if transitions:
         moves = "; ".join(

@@ -424,6 +424,7 @@ async def test_the_access_log_names_the_caller_but_never_a_token_or_a_value(
         "params": ["email", "select"],
         "status": 200,
         "subject": "auditor",
+        "on_behalf_of": None,
         "scopes": ["sales:pii", "sales:read"],
         "product": "customers",
         "rows": 1,

@@ -20,8 +20,12 @@ from tests.conftest import AS_OF, app_client, create_database, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served
 
-WRITER = {"Authorization": f"Bearer {token('sales:read', 'sales:write', subject='writer')}"}
-OTHER = {"Authorization": f"Bearer {token('sales:read', 'sales:write', subject='other')}"}
+WRITER = {
+    "Authorization": f"Bearer {token('sales:read', 'sales:write', 'sales:pii', subject='writer')}"
+}
+OTHER = {
+    "Authorization": f"Bearer {token('sales:read', 'sales:write', 'sales:pii', subject='other')}"
+}
 KEPT = ("content-type", "location", "etag", "link")
 
 

@@ -445,23 +445,23 @@ async def test_writes_need_the_write_scope(
     assert anonymous.status_code == 401
 
 
-async def test_a_writer_without_the_pii_scope_writes_pii_but_reads_it_masked(
+async def test_a_writer_without_the_pii_scope_cannot_write_pii_and_reads_it_masked(
     sales: httpx.AsyncClient, databases: dict[str, str]
 ) -> None:
     no_pii = {"Authorization": f"Bearer {token('sales:read', 'sales:write')}"}
     body = {**NEW_CUSTOMER, "email": "desk@masked.example", "customer_name": "Masked Ltd"}
-    response = await sales.post("/sales/v1/customers", json=body, headers=no_pii)
-    assert response.status_code == 201, response.text
-    assert (response.json()["email"], response.json()["phone"]) == (None, None)
-    assert response.headers["masked-columns"] == "email, phone"
-    read = await sales.get(response.headers["location"], headers=no_pii)
-    assert (read.content, read.headers["etag"]) == (response.content, response.headers["etag"])
-    (row,) = stored(
-        databases["sales"],
-        "SELECT email FROM customers WHERE customer_id = %s",
-        response.json()["customer_id"],
+    refused = await sales.post("/sales/v1/customers", json=body, headers=no_pii)
+    problem = assert_problem(refused, 403, "pii_column")
+    assert (problem["column"], problem["scope"]) == ("email", "sales:pii")
+    assert count(databases["sales"], "customers WHERE email = 'desk@masked.example'") == 0
+    changed = await sales.patch(
+        "/sales/v1/customers/6", json={"industry": "Retail"}, headers=no_pii
     )
-    assert row["email"] == "desk@masked.example"
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["email"], changed.json()["phone"]) == (None, None)
+    assert changed.headers["masked-columns"] == "email, phone"
+    read = await sales.get("/sales/v1/customers/6", headers=no_pii)
+    assert (read.content, read.headers["etag"]) == (changed.content, changed.headers["etag"])
 
 
 # --- marketing ---------------------------------------------------------------------------------

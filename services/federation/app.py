@@ -19,30 +19,41 @@ from services.federation.metrics import METRICS, Metric
 from services.federation.settings import FederationSettings
 from shared.api import Handler, add_read_routes, parse_request, respond
 from shared.app import service_app
-from shared.auth import AuthSettings, require
+from shared.auth import AuthSettings, Forbidden, principal_of, require
 from shared.errors import InvalidValue, ServiceUnavailable, UnknownProduct
 from shared.openapi import problem
 from shared.settings import MeshSettings
 from shared.tables import TableRows
 
+# the days a period may name: business dates (a date past these is a typo, and the day after
+# 9999-12-31 does not exist)
+PERIOD_RANGE = (dt.date(1900, 1, 1), dt.date(2199, 12, 31))
+
+_YEARS = r"^(?:19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}$"
 _PERIOD_PARAMETERS = (
     {
         "name": "since",
         "in": "query",
         "required": False,
-        "description": "First day of the period (ISO date, inclusive).",
-        "schema": {"type": "string", "format": "date"},
+        "description": "First day of the period (ISO date, inclusive), from "
+        f"{PERIOD_RANGE[0]} to {PERIOD_RANGE[1]}.",
+        "schema": {"type": "string", "format": "date", "pattern": _YEARS},
     },
     {
         "name": "until",
         "in": "query",
         "required": False,
-        "description": "Last day of the period (ISO date, inclusive).",
-        "schema": {"type": "string", "format": "date"},
+        "description": "Last day of the period (ISO date, inclusive), from "
+        f"{PERIOD_RANGE[0]} to {PERIOD_RANGE[1]}.",
+        "schema": {"type": "string", "format": "date", "pattern": _YEARS},
     },
 )
 
 _UPSTREAM_FAILURES: dict[int | str, dict[str, Any]] = {
+    429: problem(
+        "A domain the metric reads refused more reads on this caller's behalf (its rate limit "
+        "per caller); retry after `Retry-After` seconds."
+    ),
     503: problem("A domain the metric reads is unreachable or failing; the problem names it."),
     504: problem("A domain the metric reads did not answer in time; the problem names it."),
 }
@@ -59,13 +70,26 @@ def parse_period(params: list[tuple[str, str]]) -> tuple[Period, list[tuple[str,
         if name in dates:
             raise InvalidValue(f"Parameter '{name}' is given more than once.", parameter=name)
         try:
-            dates[name] = dt.date.fromisoformat(value)
+            day = dt.date.fromisoformat(value) if value.isascii() else None
         except ValueError:
+            day = None
+        if day is None:
             raise InvalidValue(
                 f"Parameter '{name}' has value '{value}'; expected an ISO 8601 date (YYYY-MM-DD).",
                 parameter=name,
                 value=value,
-            ) from None
+            )
+        first, last = PERIOD_RANGE
+        if not first <= day <= last:
+            raise InvalidValue(
+                f"Parameter '{name}' has value '{value}', outside the dates a period may name "
+                f"({first} to {last}).",
+                parameter=name,
+                value=value,
+                minimum=first.isoformat(),
+                maximum=last.isoformat(),
+            )
+        dates[name] = day
     period = Period(dates.get("since"), dates.get("until"))
     if period.since and period.until and period.since > period.until:
         raise InvalidValue(
@@ -140,16 +164,18 @@ def create_app(
     router = APIRouter()
 
     @router.get("/mesh/v1/catalog", tags=["catalogue"], summary="The mesh catalog")
-    async def read_catalog(q: str | None = None) -> JSONResponse:
+    async def read_catalog(request: Request, q: str | None = None) -> JSONResponse:
         """Every domain's products with owner, classification, row count, freshness, quality
-        score and contract link, and every metric with its inputs; `q` searches names,
-        descriptions and columns."""
-        return JSONResponse(await catalog(registry(), q))
+        score and contract link, and every metric with its inputs and the scopes it needs;
+        `q` searches names, descriptions and columns."""
+        return JSONResponse(await catalog(registry(), q, principal_of(request).subject))
 
     @router.get("/mesh/v1/quality", tags=["catalogue"], summary="Quality overview")
-    async def read_quality() -> JSONResponse:
-        """The latest quality run of every domain."""
-        return JSONResponse(await quality_overview(registry()))
+    async def read_quality(request: Request) -> JSONResponse:
+        """The latest quality run of every domain; the failing-row samples of a domain only
+        for callers holding its read scope."""
+        principal = principal_of(request)
+        return JSONResponse(await quality_overview(registry(), principal))
 
     @router.get("/mesh/v1/metrics", tags=["catalogue"], summary="List metrics")
     async def list_metrics() -> JSONResponse:
@@ -165,8 +191,8 @@ def create_app(
             origin="computed by the mesh from "
             + ", ".join(f"`{lineage}`" for lineage in sorted({i.lineage for i in metric.inputs})),
             parameters=_PERIOD_PARAMETERS,
-            notes=f"Period: {metric.period}.",
-            responses=_UPSTREAM_FAILURES,
+            notes=f"Period: {metric.period}.\n\n{_access_note(metric)}",
+            responses=_UPSTREAM_FAILURES | _forbidden(metric),
         )
     known = ", ".join(m.name for m in METRICS)
 
@@ -184,14 +210,43 @@ def _metric_handler(
     metric: Metric, registry: Callable[[], DomainRegistry], settings: MeshSettings
 ) -> Handler:
     async def read(request: Request) -> Response:
+        principal = principal_of(request)
+        for scope in metric.scopes:
+            if not principal.allows(scope):
+                raise Forbidden(
+                    scope,
+                    f"This request needs the scope '{scope}', which the token does not carry: "
+                    f"the metric '{metric.name}' answers rows of the "
+                    f"{' and '.join(metric.row_domains)} domain"
+                    f"{'s' if len(metric.row_domains) > 1 else ''}, so it needs "
+                    f"{', '.join(metric.scopes)} (derived products inherit their inputs' access).",
+                    needs=list(metric.scopes),
+                )
         period, params = parse_period(request.query_params.multi_items())
         # a metric has no PII column; were one declared, it would be masked for everyone
         read = parse_request(request, metric.product, settings, pii_scope=None, params=params)
-        inputs = await registry().fetch_all(metric.inputs, period)
+        inputs = await registry().fetch_all(metric.inputs, period, caller=principal.subject)
         table = await asyncio.to_thread(compute, metric, inputs, period)
         return await respond(request, read, TableRows(table, metric.product.columns), settings)
 
     return read
+
+
+def _access_note(metric: Metric) -> str:
+    if not metric.row_domains:
+        return "Access: `mesh:read` (it answers aggregates only)."
+    scopes = ", ".join(f"`{scope}`" for scope in metric.scopes)
+    return (
+        f"Access: {scopes}. It answers rows of the {' and '.join(metric.row_domains)} "
+        "domain(s), one per output row, so it needs their read scopes too: a derived product "
+        "inherits its inputs' access (403 otherwise)."
+    )
+
+
+def _forbidden(metric: Metric) -> dict[int | str, dict[str, Any]]:
+    if not metric.row_domains:
+        return {}
+    return {403: problem(f"The token lacks one of {', '.join(metric.scopes)}.")}
 
 
 app = create_app()

@@ -9,6 +9,7 @@ from typing import Any
 from services.federation.fetch import DomainRegistry
 from services.federation.metrics import METRICS, Metric
 from shared.api import catalogue_entry
+from shared.auth import Principal
 from shared.errors import Problem
 
 
@@ -18,13 +19,16 @@ def metric_entry(metric: Metric) -> dict[str, Any]:
     entry["kind"] = "metric"
     entry["period"] = metric.period
     entry["inputs"] = sorted({i.lineage for i in metric.inputs})
+    entry["scopes"] = list(metric.scopes)
     return entry
 
 
-async def _domain_entry(registry: DomainRegistry, name: str) -> dict[str, Any]:
+async def _domain_entry(
+    registry: DomainRegistry, name: str, caller: str | None = None
+) -> dict[str, Any]:
     base = registry.settings.domains[name]
     try:
-        metadata = await registry.get_json(name, "metadata", f"/{name}/v1/metadata")
+        metadata = await registry.get_json(name, "metadata", f"/{name}/v1/metadata", caller)
     except Problem as problem:
         return {"name": name, "url": base, "status": "unavailable", "error": problem.detail}
     products = [
@@ -66,11 +70,15 @@ def _matches(entry: dict[str, Any], needle: str) -> bool:
     return any(needle in text.lower() for text in texts)
 
 
-async def catalog(registry: DomainRegistry, q: str | None) -> dict[str, Any]:
+async def catalog(
+    registry: DomainRegistry, q: str | None, caller: str | None = None
+) -> dict[str, Any]:
     """Every domain (with its products) and every metric; `q` keeps only the products and
     metrics whose name, description or columns mention it."""
     domains = list(
-        await asyncio.gather(*(_domain_entry(registry, n) for n in registry.settings.domains))
+        await asyncio.gather(
+            *(_domain_entry(registry, n, caller) for n in registry.settings.domains)
+        )
     )
     metrics = [metric_entry(m) for m in METRICS]
     if q:
@@ -82,16 +90,25 @@ async def catalog(registry: DomainRegistry, q: str | None) -> dict[str, Any]:
     return {"domains": domains, "metrics": metrics}
 
 
-async def quality_overview(registry: DomainRegistry) -> dict[str, Any]:
-    """The latest quality run of every domain (unavailable or never run, said so)."""
+async def quality_overview(registry: DomainRegistry, caller: Principal) -> dict[str, Any]:
+    """The latest quality run of every domain (unavailable or never run, said so). Failing-row
+    samples are rows of their domain: kept only for a caller holding its read scope."""
 
     async def one(name: str) -> dict[str, Any]:
         try:
-            run = await registry.get_json(name, "quality", f"/{name}/v1/quality")
+            run = await registry.get_json(name, "quality", f"/{name}/v1/quality", caller.subject)
         except Problem as problem:
             upstream = problem.extra.get("upstream_status")
             status = "no_run" if upstream == 404 else "unavailable"
             return {"domain": name, "status": status, "error": problem.detail}
+        scope = f"{name}:read"
+        if not caller.allows(scope):
+            for result in run.get("results", []):
+                if isinstance(result, dict):
+                    result["sample_rows"] = []
+            run["sample_rows_withheld"] = (
+                f"failing-row samples are {name}'s rows: they need the scope '{scope}'"
+            )
         return {"domain": name, "status": "available", **run}
 
     return {"domains": list(await asyncio.gather(*(one(n) for n in registry.settings.domains)))}

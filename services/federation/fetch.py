@@ -24,9 +24,11 @@ from services.federation.resilience import (
 )
 from services.federation.settings import FederationSettings
 from shared.auth import AuthSettings, mint_token
-from shared.errors import GatewayTimeout, ServiceUnavailable
+from shared.errors import GatewayTimeout, Problem, ServiceUnavailable
+from shared.hygiene import ON_BEHALF_OF  # the end user a read is for: a domain limits per user
 
 _ARROW = "application/vnd.apache.arrow.stream"
+
 _JSON = "application/json"
 
 
@@ -64,6 +66,12 @@ JSON_SHAPES: dict[str, TypeAdapter[Any]] = {
     "metadata": TypeAdapter(_Metadata),
     "quality": TypeAdapter(dict[str, Any]),
 }
+
+
+class UpstreamRateLimited(Problem):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
 
 
 @dataclass(frozen=True)
@@ -139,11 +147,11 @@ class DomainRegistry:
             for name in settings.domains
         }
 
-    async def product_path(self, domain: str, product: str) -> str:
+    async def product_path(self, domain: str, product: str, caller: str | None = None) -> str:
         """The published path of a product, discovered from the domain's product list."""
         cached = self._paths.get(domain)
         if cached is None or time.monotonic() - cached[0] > self.settings.discovery_ttl_seconds:
-            entries = await self.get_json(domain, "product list", f"/{domain}/v1")
+            entries = await self.get_json(domain, "product list", f"/{domain}/v1", caller)
             cached = (time.monotonic(), {e["name"]: e["path"] for e in entries})
             self._paths[domain] = cached
         path = cached[1].get(product)
@@ -155,27 +163,32 @@ class DomainRegistry:
             )
         return path
 
-    async def fetch(self, source: Input, period: Period) -> pa.Table:
-        """The input's rows as an Arrow table, its filters and columns pushed to the domain."""
+    async def fetch(self, source: Input, period: Period, caller: str | None = None) -> pa.Table:
+        """The input's rows as an Arrow table, its filters and columns pushed to the domain,
+        read on behalf of `caller` (the end user's token subject)."""
         params: list[tuple[str, str]] = [("select", ",".join(source.columns)), *source.filters]
         params.extend(_period_filters(source, period))
-        path = await self.product_path(source.domain, source.product)
-        response = await self._request(source.domain, source.product, path, params, _ARROW)
+        path = await self.product_path(source.domain, source.product, caller)
+        response = await self._request(
+            source.domain, source.product, path, params, _ARROW, caller=caller
+        )
         return _arrow_table(source, response)
 
-    async def fetch_all(self, inputs: tuple[Input, ...], period: Period) -> dict[str, pa.Table]:
+    async def fetch_all(
+        self, inputs: tuple[Input, ...], period: Period, *, caller: str | None = None
+    ) -> dict[str, pa.Table]:
         """Every input, concurrently; the first failure cancels the others and is raised."""
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = {i.name: group.create_task(self.fetch(i, period)) for i in inputs}
+                tasks = {i.name: group.create_task(self.fetch(i, period, caller)) for i in inputs}
         except ExceptionGroup as failures:
             raise failures.exceptions[0] from None
         return {name: task.result() for name, task in tasks.items()}
 
-    async def get_json(self, domain: str, what: str, path: str) -> Any:
+    async def get_json(self, domain: str, what: str, path: str, caller: str | None = None) -> Any:
         """A JSON document a domain serves, checked against its shape (JSON_SHAPES[what]);
         problems name the domain and `what`."""
-        response = await self._request(domain, what, path, [], _JSON)
+        response = await self._request(domain, what, path, [], _JSON, caller=caller)
         media = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if media != _JSON:
             raise _invalid(domain, what, f"its content type is '{media or 'none'}', not {_JSON}")
@@ -201,6 +214,8 @@ class DomainRegistry:
         params: Sequence[tuple[str, str]],
         accept: str,
         method: str = "GET",
+        *,
+        caller: str | None = None,
     ) -> httpx.Response:
         """One read of a domain, tried again on a connect error, a read timeout or a
         502/503/504 (idempotent methods only), each try through the domain's circuit."""
@@ -212,6 +227,8 @@ class DomainRegistry:
         settings = self.settings
         attempts = settings.retry_attempts if method in IDEMPOTENT_METHODS else 1
         headers = {"Accept": accept, **self.token.header()}
+        if caller is not None:
+            headers[ON_BEHALF_OF] = caller
         try:
             async for attempt in stamina.retry_context(
                 on=retryable,
@@ -275,8 +292,19 @@ class DomainRegistry:
         return response
 
 
-def _upstream_error(domain: str, product: str, response: httpx.Response) -> ServiceUnavailable:
+def _upstream_error(domain: str, product: str, response: httpx.Response) -> Problem:
     detail = response.text[:300]
+    if response.status_code == 429:
+        # the caller's own quota at the domain (the mesh reads on its behalf): theirs to wait
+        retry = response.headers.get("retry-after", "60")
+        return UpstreamRateLimited(
+            f"The {domain} domain refused more reads of '{product}' on this caller's behalf "
+            f"(its rate limit per caller); retry in {retry} s.",
+            headers={"Retry-After": retry},
+            domain=domain,
+            product=product,
+            upstream_status=429,
+        )
     return ServiceUnavailable(
         f"The {domain} domain answered {response.status_code} for '{product}': {detail}",
         headers={"Retry-After": "5"},

@@ -35,10 +35,20 @@ class Metric:
     inputs: tuple[Input, ...]
     sql: str
     period: str
+    # the domains whose own rows the metric answers, one per output row with that row's values
+    # (a lead, a customer, a campaign, a product): reading it needs their read scopes as well as
+    # mesh:read. Aggregates over a domain's rows (per channel, per source, totals) do not.
+    row_domains: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return self.product.name
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The scopes a caller needs to read the metric: mesh:read, and the read scope of each
+        domain whose rows it answers (derived products inherit their inputs' access)."""
+        return ("mesh:read", *(f"{domain}:read" for domain in self.row_domains))
 
 
 # DuckDB macros every metric may use: exact ratios on integer cents, rounded half away from 0.
@@ -149,6 +159,7 @@ JOURNEY = Metric(
         Input("orders", "sales", "orders", _ORDERS.columns, filters=_ORDERS.filters),
         _CAMPAIGNS,
     ),
+    row_domains=("marketing", "sales"),  # a lead's row and its customer's, per row
     period="since/until select the leads converted in those days",
     sql="""
 SELECT l.lead_id, c.customer_id, c.customer_name, l.company, l.lead_source, l.campaign_id,
@@ -192,6 +203,7 @@ CAMPAIGN_ROI = Metric(
             ),
         ),
     ),
+    row_domains=("marketing",),  # a campaign's own row (name, channel, spend) per row
     inputs=(_CONVERTED_LEADS, _CUSTOMERS, _ORDERS, _CAMPAIGNS),
     period="since/until restrict the attributed orders by order_date",
     sql=f"""
@@ -354,6 +366,7 @@ PRODUCT_CAMPAIGN_CORRELATION = Metric(
             Column("revenue", MONEY, "Sum of those lines' line_total."),
         ),
     ),
+    row_domains=("marketing", "sales"),  # campaign rows; product rows
     inputs=(
         _CONVERTED_LEADS,
         _CUSTOMERS,
