@@ -14,6 +14,11 @@ import httpx
 import orjson
 import pytest
 
+from services import domain
+from shared.app import create_domain_app
+from shared.settings import MeshSettings
+from tests.conftest import app_client
+
 PROBLEM_JSON = "application/problem+json"
 NEXT_LINK = re.compile(r'<([^>]+)>;\s*rel="next"')
 
@@ -301,3 +306,38 @@ async def test_no_answer_carries_a_traceback(sales: httpx.AsyncClient) -> None:
         assert response.status_code < 500, (path, params, response.text)
         if response.status_code >= 400:
             assert response.headers["content-type"] == PROBLEM_JSON, (path, params)
+
+
+async def test_an_order_of_1700_terms_is_a_400_naming_the_repeated_column(
+    sales: httpx.AsyncClient,
+) -> None:
+    order = ",".join(["order_id.desc", *["total_amount.asc"] * 1700])
+    body = assert_problem(
+        await sales.get(ORD, params={"order": order}), 400, "invalid_value", "total_amount"
+    )
+    assert (body["parameter"], body["column"]) == ("order", "total_amount")
+    assert body["detail"] == "Parameter 'order' names column 'total_amount' more than once."
+
+
+async def test_links_are_never_built_from_the_host_header(
+    sales: httpx.AsyncClient, database_urls: dict[str, str], settings: MeshSettings
+) -> None:
+    params = {"limit": "2", "order": "order_id"}
+    response = await sales.get(ORD, params=params, headers={"Host": "evil.example"})
+    (link,) = NEXT_LINK.findall(response.headers["link"])
+    assert link.startswith(f"{ORD}?limit=2&order=order_id&cursor=")
+    assert "evil" not in response.headers["link"]
+    public = settings.model_copy(update={"public_url": "https://data.example.com"})
+    app = create_domain_app(domain("sales"), database_url=database_urls["sales"], settings=public)
+    async with app_client(app) as client:
+        response = await client.get(ORD, params=params, headers={"Host": "evil.example"})
+        (link,) = NEXT_LINK.findall(response.headers["link"])
+        assert link.startswith(f"https://data.example.com{ORD}?limit=2&order=order_id&cursor=")
+        contract = await client.get("/sales/v1/products/orders/contract?format=json")
+        assert "evil" not in contract.text
+        assert contract.json()["servers"][0]["location"] == f"https://data.example.com{ORD}"
+
+
+def test_a_public_url_must_be_a_base_url() -> None:
+    with pytest.raises(ValueError, match=re.escape("is not a base URL like https://data.example.com")):
+        MeshSettings(public_url="data.example.com/path?x=1")
