@@ -7,7 +7,7 @@ COPY shared ./shared
 COPY services ./services
 COPY migrations ./migrations
 COPY datamesh ./datamesh
-RUN pip install --no-cache-dir --constraint constraints.txt --editable . \
+RUN pip install --no-cache-dir --constraint constraints.txt --editable '.[server]' \
     && useradd --system --no-create-home datamesh
 
 # JupyterLab with the client (`from datamesh import Mesh`) and notebooks/ in the home directory;
