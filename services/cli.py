@@ -82,6 +82,7 @@ class DomainDatabase:
                 password=password,
                 set_password=self.server is not None,
                 statement_timeout_ms=MeshSettings().statement_timeout_ms,
+                idle_in_transaction_timeout_ms=MeshSettings().idle_in_transaction_timeout_ms,
             )
         )
 
@@ -185,21 +186,18 @@ def up(
         }
         for name, target in apps.items():
             processes[name] = subprocess.Popen(
+                # uvicorn as shared.server configures it: no uvicorn access line (it has the
+                # query string), the graceful shutdown period, forwarded headers trusted from
+                # DATAMESH_FORWARDED_ALLOW_IPS only, the header timeout and connection cap
                 [
                     sys.executable,
                     "-m",
-                    "uvicorn",
+                    "shared.server",
                     target,
                     "--host",
                     host,
                     "--port",
                     str(ports[name]),
-                    # uvicorn's own access line has the query string (PII filter values);
-                    # the services log their own, with parameter names only
-                    "--no-access-log",
-                    # on SIGTERM: stop accepting, let in-flight requests finish this long
-                    "--timeout-graceful-shutdown",
-                    str(settings.shutdown_grace_seconds),
                 ],
                 env=env | database_urls.get(name, {}),
                 start_new_session=True,

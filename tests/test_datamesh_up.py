@@ -111,7 +111,7 @@ def _database_urls_given(ports: dict[str, int]) -> dict[str, set[str]]:
     for process in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(process.info["cmdline"] or [])
         for name, port in ports.items():
-            if "uvicorn" in cmdline and f"--port {port}" in cmdline:
+            if "shared.server" in cmdline and f"--port {port}" in cmdline:
                 given[name] = {k for k in process.environ() if k.endswith("DATABASE_URL")}
     return given
 
