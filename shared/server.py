@@ -4,7 +4,9 @@ lacks (docs/security.md, "Connections").
 - **Stalled requests.** A request line and headers must arrive within
   `DATAMESH_HEADER_TIMEOUT_SECONDS` of the connection opening (or of the first byte of the
   next request on a kept-alive connection); else the connection gets a 408 problem and is
-  closed. (A body that stops arriving is cut by the body timeout of shared.hygiene.)
+  closed. A body the app reads and that stops arriving is cut by the body timeout of
+  shared.hygiene; the rest of a body the app answered without reading must arrive within
+  `DATAMESH_BODY_TIMEOUT_SECONDS` of the answer, else the same.
 - **Connections per client address** are capped at `DATAMESH_MAX_CONNECTIONS_PER_ADDRESS`: one
   more is answered 429 and closed before anything is read.
 - **A client that stops reading.** A response whose bytes the client has not taken for
@@ -64,6 +66,7 @@ class _Guarded:
     headers begin and end (`_awaiting_headers`, `_headers_done`)."""
 
     header_timeout: float = 10.0
+    body_timeout: float = 10.0
     send_timeout: float = 30.0
     per_address: int = 0
     open_per_address: Counter[str]  # one per served app (protocol_class)
@@ -76,6 +79,7 @@ class _Guarded:
         super().connection_made(transport)  # type: ignore[misc]
         transport = cast(asyncio.Transport, transport)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._owed = ""
         self._send_timer: asyncio.TimerHandle | None = None
         self._address: str | None = self.client[0] if self.client else None
         if self._address is not None and self.per_address:
@@ -107,27 +111,32 @@ class _Guarded:
 
     def _awaiting_headers(self) -> None:
         """A request has begun (or the connection opened): its headers must come in time."""
-        if self._header_timer is None and self.header_timeout:
-            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+        self._awaiting("request line and headers", self.header_timeout, "HEADER")
+
+    def _awaiting_rest_of_body(self) -> None:
+        """A request was answered before its body was read whole: the rest must come in time
+        (the connection cannot serve the next request until it has)."""
+        self._awaiting("rest of the request body", self.body_timeout, "BODY")
+
+    def _awaiting(self, what: str, seconds: float, setting: str) -> None:
+        if self._header_timer is None and seconds:
+            self._owed = (
+                f"The {what} did not arrive within {seconds:g} s "
+                f"(DATAMESH_{setting}_TIMEOUT_SECONDS)."
+            )
+            self._header_timer = self.loop.call_later(seconds, self._request_late)
 
     def _headers_done(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
 
-    def _headers_late(self) -> None:
+    def _request_late(self) -> None:
         self._header_timer = None
         if self.transport.is_closing():
             return
         self.transport.write(
-            _problem(
-                408,
-                "Request Timeout",
-                "request_timeout",
-                "Request timeout",
-                f"The request line and headers did not arrive within {self.header_timeout:g} s "
-                "(DATAMESH_HEADER_TIMEOUT_SECONDS).",
-            )
+            _problem(408, "Request Timeout", "request_timeout", "Request timeout", self._owed)
         )
         self.transport.close()
 
@@ -162,10 +171,15 @@ class GuardedH11Protocol(_Guarded, H11Protocol):
         super().data_received(data)
         if self.transport.is_closing():
             return
-        if self.conn.their_state is not h11.IDLE:
-            self._headers_done()  # a whole request line and headers arrived
-        elif self.conn.trailing_data[0]:
-            self._awaiting_headers()  # part of a request is waiting for the rest
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._headers_done()  # a request is being served
+        elif self.conn.their_state is h11.IDLE:
+            if self.conn.trailing_data[0]:
+                self._awaiting_headers()  # part of a request is waiting for the rest
+            else:
+                self._headers_done()  # nothing owed: uvicorn's keep-alive timeout governs
+        else:
+            self._awaiting_rest_of_body()  # answered; its body still coming
 
 
 def _httptools_protocol() -> type[asyncio.Protocol] | None:
@@ -176,13 +190,26 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
     class GuardedHttpToolsProtocol(_Guarded, HttpToolsProtocol):
         """uvicorn's httptools protocol (its default where httptools is installed), guarded."""
 
+        _message_whole = True
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._awaiting_headers()
 
         def on_headers_complete(self) -> None:
             self._headers_done()
+            self._message_whole = False
             super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._message_whole = True
+            self._headers_done()
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self._message_whole and not self.transport.is_closing():
+                self._awaiting_rest_of_body()
 
     return GuardedHttpToolsProtocol
 
@@ -197,6 +224,7 @@ def protocol_class(settings: MeshSettings, *, http: str = "auto") -> type[asynci
         (chosen,),
         {
             "header_timeout": settings.header_timeout_seconds,
+            "body_timeout": settings.body_timeout_seconds,
             "send_timeout": settings.stream_send_timeout_seconds,
             "per_address": settings.max_connections_per_address,
             "open_per_address": Counter(),

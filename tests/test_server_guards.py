@@ -147,6 +147,32 @@ def test_a_body_shorter_than_its_content_length_is_a_408(http: str) -> None:
 
 
 @pytest.mark.parametrize("http", PROTOCOLS)
+def test_the_unread_rest_of_an_answered_body_must_arrive_in_time(http: str) -> None:
+    settings = guarded()
+    with served(probe_app(settings), settings=settings, http=http) as base, raw(base) as client:
+        # answered without its body being read; the rest then drips in, a byte at a time
+        client.sendall(b"GET /probe/healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+        started = time.monotonic()
+        try:
+            for _ in range(20):
+                time.sleep(0.3)
+                client.sendall(b"c")
+        except OSError:  # closed by the server
+            pass
+        data = b""
+        while chunk := client.recv(65536):
+            data += chunk
+        waited = time.monotonic() - started
+    assert data.startswith(b"HTTP/1.1 200 ")
+    late = data[data.index(b"HTTP/1.1 408 Request Timeout") :]
+    problem = json.loads(late.partition(b"\r\n\r\n")[2])
+    assert problem["detail"] == (
+        "The rest of the request body did not arrive within 1 s (DATAMESH_BODY_TIMEOUT_SECONDS)."
+    )
+    assert waited < 4
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
 def test_connections_per_client_address_are_capped(http: str) -> None:
     settings = guarded(max_connections_per_address=2, header_timeout_seconds=10.0)
     with served(probe_app(settings), settings=settings, http=http) as base:
