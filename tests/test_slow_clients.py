@@ -78,7 +78,7 @@ def idle_in_transaction(url: str) -> int:
     with psycopg.connect(owner_url(url), autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE usename = 'marketing_service' "
-            "AND datname = 'marketing_slow_readers' AND state = 'idle in transaction'"
+            "AND datname = current_database() AND state = 'idle in transaction'"
         ).fetchone()
     assert row is not None
     return int(row[0])
