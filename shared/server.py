@@ -61,9 +61,10 @@ def _problem(status: int, reason: str, code: str, title: str, detail: str) -> by
 
 
 class _Guarded:
-    """What both of uvicorn's HTTP/1.1 protocols get: the header timeout, the cap of
-    connections per client address and the send-stall abort. Subclasses say when a request's
-    headers begin and end (`_awaiting_headers`, `_headers_done`)."""
+    """What both of uvicorn's HTTP/1.1 protocols get: the header timeout (and the one for the
+    rest of a body answered unread), the cap of connections per client address and the
+    send-stall abort. Subclasses say when a request is owed and when it came
+    (`_awaiting_headers`, `_awaiting_rest_of_body`, `_headers_done`)."""
 
     header_timeout: float = 10.0
     body_timeout: float = 10.0
