@@ -13,7 +13,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -351,6 +351,42 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
     return dependency
+
+
+ON_BEHALF_OF = "DataMesh-On-Behalf-Of"  # the header the mesh names its end user in
+_USER = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request counts as, for the rate limit and the stream bound: a token subject (or,
+    for a mesh subject naming its end user, that user through the mesh), else a client address."""
+
+    key: str
+    name: str  # how a message names it
+    on_behalf_of: str | None = None
+
+
+def caller_of(
+    principal: Principal | None,
+    headers: Mapping[str, str],
+    address: str | None,
+    mesh_subjects: frozenset[str],
+) -> Caller:
+    """The caller a request counts as. The mesh reads for its users: a request of a mesh subject
+    naming its end user (`DataMesh-On-Behalf-Of`, printable ASCII, at most 200 characters)
+    counts as that user's, so that no user spends what every user of the mesh shares."""
+    if principal is None:
+        return Caller(f"address:{address or 'unknown'}", "this client address")
+    subject = principal.subject
+    user = headers.get(ON_BEHALF_OF.lower()) if subject in mesh_subjects else None
+    if user is not None and _USER.fullmatch(user):
+        return Caller(
+            f"subject:{subject}:for:{user}",
+            f"the token subject '{subject}' on behalf of '{user}'",
+            user,
+        )
+    return Caller(f"subject:{subject}", f"the token subject '{subject}'")
 
 
 def verified_principal(scope: MutableMapping[str, Any]) -> Principal | None:

@@ -26,7 +26,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import Principal, TokenVerifier, verified_principal
+from shared.auth import Principal, TokenVerifier, caller_of, verified_principal
 from shared.errors import Problem, problem_response
 from shared.settings import MeshSettings
 
@@ -63,8 +63,6 @@ _CONTENT_RANGE = re.compile(r"(\d+)-(\d+)/")
 
 _CALLER = "datamesh.rate_limited_caller"
 _ON_BEHALF_OF = "datamesh.on_behalf_of"
-ON_BEHALF_OF = "DataMesh-On-Behalf-Of"  # the header the mesh names its end user in
-_USER = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?")
 ROWS = "datamesh.rows"  # a handler may note the rows it answers here, in the request's scope
 
 access_log = logging.getLogger("datamesh.access")
@@ -94,6 +92,20 @@ class ContentTooLarge(Problem):
         )
 
 
+class RequestTimeout(Problem):
+    status = 408
+    code = "request_timeout"
+    title = "Request timeout"
+
+    def __init__(self, seconds: float):
+        super().__init__(
+            f"The request body stopped arriving: nothing came for {seconds:g} s "
+            "(DATAMESH_BODY_TIMEOUT_SECONDS).",
+            headers={"Connection": "close"},  # the rest of the body is not waited for
+            timeout_seconds=seconds,
+        )
+
+
 class InternalError(Problem):
     status = 500
     code = "internal_error"
@@ -108,6 +120,8 @@ def install_hygiene(app: FastAPI, service: str, settings: MeshSettings) -> None:
         per_minute=rate_limit_for(service, settings),
         max_body_bytes=settings.max_body_bytes,
         mesh_subjects=frozenset(settings.mesh_subjects),
+        body_timeout=settings.body_timeout_seconds,
+        unlimited_paths=(f"/{service}/healthz", f"/{service}/readyz"),
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -130,11 +144,13 @@ def install_hygiene(app: FastAPI, service: str, settings: MeshSettings) -> None:
 
 
 class RequestLimits:
-    """Refuse a caller over its rate (429) and a body over the cap (413).
+    """Refuse a caller over its rate (429), a body over the cap (413) and a body that stops
+    arriving (408: nothing for `body_timeout` seconds).
 
     The caller is the subject of a valid bearer token, verified here with the service's own
     verifier; without a valid token it is the client address, so floods of 401s are bounded
-    too. One process per service keeps the moving windows in memory."""
+    too. One process per service keeps the moving windows in memory. The health endpoints
+    (`unlimited_paths`) are never limited: an orchestrator's probes must not see a 429."""
 
     def __init__(
         self,
@@ -143,11 +159,15 @@ class RequestLimits:
         per_minute: int,
         max_body_bytes: int,
         mesh_subjects: frozenset[str] = frozenset(),
+        body_timeout: float = 0.0,
+        unlimited_paths: tuple[str, ...] = (),
     ):
         self.app = app
         self.mesh_subjects = mesh_subjects
         self.item = RateLimitItemPerMinute(per_minute) if per_minute else None
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+        self.unlimited_paths = frozenset(unlimited_paths)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
@@ -166,7 +186,7 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.item is not None:
+        if self.item is not None and scope["path"] not in self.unlimited_paths:
             caller, who = await _caller(scope, self.mesh_subjects)
             limiter = self.limiter
             allowed = await limiter.hit(self.item, caller)
@@ -202,20 +222,31 @@ class RequestLimits:
 
         try:
             await self.app(scope, self._capped(receive), sending)
-        except ContentTooLarge:
+        except (ContentTooLarge, RequestTimeout) as problem:
             if started:
                 raise
-            await self._too_large(scope, receive, send)
+            await self._refuse_body(problem, scope, receive, send)
 
     def _capped(self, receive: Receive) -> Receive:
         """The body as the app reads it, refused once it passes the cap (chunked bodies have
-        no Content-Length to check up front)."""
+        no Content-Length to check up front) or when its next part does not come within the
+        body timeout. Once the body is whole, messages pass untouched (a stream's wait for the
+        client to disconnect is no body read)."""
         received = 0
+        whole = False
 
         async def capped() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, whole
+            if whole or not self.body_timeout:
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        message = await receive()
+                except TimeoutError:
+                    raise RequestTimeout(self.body_timeout) from None
             if message["type"] == "http.request":
+                whole = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise ContentTooLarge(self.max_body_bytes)
@@ -224,28 +255,28 @@ class RequestLimits:
         return capped
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(ContentTooLarge(self.max_body_bytes), Request(scope))
+        await self._refuse_body(ContentTooLarge(self.max_body_bytes), scope, receive, send)
+
+    async def _refuse_body(
+        self, problem: Problem, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        response = problem_response(problem, Request(scope))
         response.headers["Connection"] = "close"  # the rest of the body is not read
         await response(scope, receive, send)
 
 
 async def _caller(scope: Scope, mesh_subjects: frozenset[str]) -> tuple[str, str]:
-    """The rate-limit key of the request's caller and how to name it in a message. The mesh
-    reads for its users: a request of a mesh subject naming its end user counts as that user's,
-    so that one user cannot spend the quota every user of the mesh shares."""
+    """The rate-limit key of the request's caller and how to name it in a message (the mesh's
+    reads count per end user: shared.auth.caller_of)."""
     principal = await _principal(scope)
     scope[_CALLER] = principal  # for the access line of a request refused here
-    if principal is not None:
-        user = on_behalf_of(scope) if principal.subject in mesh_subjects else None
-        if user is not None:
-            scope[_ON_BEHALF_OF] = user
-            return (
-                f"subject:{principal.subject}:for:{user}",
-                f"the token subject '{principal.subject}' on behalf of '{user}'",
-            )
-        return f"subject:{principal.subject}", f"the token subject '{principal.subject}'"
     client = scope.get("client")
-    return f"address:{client[0] if client else 'unknown'}", "this client address"
+    caller = caller_of(
+        principal, Headers(scope=scope), client[0] if client else None, mesh_subjects
+    )
+    if caller.on_behalf_of is not None:
+        scope[_ON_BEHALF_OF] = caller.on_behalf_of
+    return caller.key, caller.name
 
 
 async def _principal(scope: Scope) -> Principal | None:
@@ -262,13 +293,6 @@ async def _principal(scope: Scope) -> Principal | None:
         return verifier.verify(token.strip())
     except Problem:
         return None
-
-
-def on_behalf_of(scope: Scope) -> str | None:
-    """The end user a request names in DataMesh-On-Behalf-Of (printable ASCII, at most 200
-    characters), if it names one."""
-    value = Headers(scope=scope).get(ON_BEHALF_OF.lower())
-    return value if value is not None and _USER.fullmatch(value) else None
 
 
 def _adding_headers(send: Send, headers: dict[str, str]) -> Send:

@@ -126,6 +126,19 @@ async def test_the_service_role_has_a_statement_timeout_of_its_own(
         await owner.close()
 
 
+@pytest.mark.parametrize("name", DOMAINS)
+async def test_the_service_role_ends_sessions_idle_in_a_transaction(
+    as_service: dict[str, asyncpg.Connection], database_urls: dict[str, str], name: str
+) -> None:
+    # a backstop for a stream whose client stopped reading (docs/operations.md)
+    assert await as_service[name].fetchval("SHOW idle_in_transaction_session_timeout") == "1min"
+    owner = await connect(owner_url(database_urls[name]))
+    try:
+        assert await owner.fetchval("SHOW idle_in_transaction_session_timeout") == "0"
+    finally:
+        await owner.close()
+
+
 @pytest.fixture(scope="module")
 def privileges_database(postgres_servers: dict[str, PostgresServer]) -> str:
     """A sales database of this module's own, to add a table to."""

@@ -14,7 +14,7 @@ import pytest
 from services import domain, sample
 from services.federation.metrics import METRICS
 from shared.app import create_domain_app
-from shared.auth import PERSONAS
+from shared.auth import PERSONAS, Caller, Principal, caller_of
 from shared.settings import MeshSettings
 from tests.conftest import AS_OF, create_database, mesh_client, owner_url, token
 from tests.postgres import PostgresServer
@@ -185,3 +185,17 @@ async def test_one_user_cannot_spend_the_mesh_quota_at_a_domain(
         for _ in range(2):
             other = await mesh.get("/mesh/v1/campaign-roi", headers=patient)
             assert other.status_code == 200, other.text
+
+
+def test_only_a_mesh_subject_may_name_the_user_it_reads_for() -> None:
+    mesh, alice = Principal("mesh", frozenset()), Principal("alice", frozenset())
+    subjects = frozenset({"mesh"})
+    named = {"datamesh-on-behalf-of": "bob"}
+    assert caller_of(mesh, named, "127.0.0.1", subjects) == Caller(
+        "subject:mesh:for:bob", "the token subject 'mesh' on behalf of 'bob'", "bob"
+    )
+    # anyone else naming a user counts as themselves; so does a mesh naming no valid user
+    assert caller_of(alice, named, "127.0.0.1", subjects).key == "subject:alice"
+    for header in ({}, {"datamesh-on-behalf-of": " bob"}, {"datamesh-on-behalf-of": "x" * 201}):
+        assert caller_of(mesh, header, "127.0.0.1", subjects).key == "subject:mesh"
+    assert caller_of(None, named, "10.1.2.3", subjects).key == "address:10.1.2.3"
