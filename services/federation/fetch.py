@@ -300,9 +300,14 @@ def _upstream_error(domain: str, product: str, response: httpx.Response) -> Prob
     if response.status_code == 429:
         # the caller's own quota at the domain (the mesh reads on its behalf): theirs to wait
         retry = response.headers.get("retry-after", "60")
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = None
+        why = str(problem.get("code")) if isinstance(problem, dict) else "rate_limited"
         return UpstreamRateLimited(
             f"The {domain} domain refused more reads of '{product}' on this caller's behalf "
-            f"(its rate limit per caller); retry in {retry} s.",
+            f"({why}: its limit per caller); retry in {retry} s.",
             headers={"Retry-After": retry},
             domain=domain,
             product=product,
