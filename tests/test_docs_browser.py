@@ -14,7 +14,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -138,7 +138,12 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 
 
-def open_docs(browser: Browser, services: dict[str, str], service: str) -> tuple[Page, Watched]:
+def open_docs(
+    browser: Browser,
+    services: dict[str, str],
+    service: str,
+    until: Literal["load", "networkidle"] = "networkidle",
+) -> tuple[Page, Watched]:
     """A fresh browser context on the service's docs page, watched."""
     origin = page_url(services, service)
     watched = Watched(origin)
@@ -149,7 +154,7 @@ def open_docs(browser: Browser, services: dict[str, str], service: str) -> tuple
     page = context.new_page()
     page.on("request", watched.request)
     page.on("console", watched.console)
-    response = page.goto(f"/{service}/docs", wait_until="networkidle")
+    response = page.goto(f"/{service}/docs", wait_until=until)
     assert response is not None and response.status == 200
     return page, watched
 
@@ -220,7 +225,8 @@ def test_authorize_try_it_out_and_execute_read_data(
     document = httpx.get(f"{services[service]}/{service}/openapi.json").json()
     operation_id = document["paths"][path]["get"]["operationId"]
 
-    page, watched = open_docs(browser, services, service)
+    # (the clicks wait for what they click: no need to wait for the network to settle)
+    page, watched = open_docs(browser, services, service, until="load")
     try:
         page.locator(".auth-wrapper button.authorize").click()
         dialog = page.locator(".modal-ux")
