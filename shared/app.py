@@ -13,6 +13,7 @@ from shared.api import ProductReader, product_router
 from shared.auth import AuthSettings, TokenVerifier, require
 from shared.contracts import contract_router
 from shared.db import Database
+from shared.docs import install_docs
 from shared.errors import ServiceUnavailable, install_problem_handlers
 from shared.hygiene import install_hygiene
 from shared.metadata import metadata_router
@@ -36,9 +37,10 @@ def service_app(
     auth: AuthSettings | None = None,
     settings: MeshSettings | None = None,
 ) -> FastAPI:
-    """A FastAPI app under /<name>, with its docs, OpenAPI, problem+json errors, a token
-    verifier (created at startup: a service without a token key refuses to start) and the
-    request hygiene of shared.hygiene (rate limit, body cap, CORS, headers, access log)."""
+    """A FastAPI app under /<name>, with its docs (Swagger UI, its files served by the app:
+    shared.docs), OpenAPI, problem+json errors, a token verifier (created at startup: a service
+    without a token key refuses to start) and the request hygiene of shared.hygiene (rate limit,
+    body cap, CORS, headers, access log)."""
 
     @asynccontextmanager
     async def with_tokens(app: FastAPI) -> AsyncIterator[None]:
@@ -56,11 +58,11 @@ def service_app(
         description=description,
         version="1",
         openapi_url=f"/{name}/openapi.json",
-        docs_url=f"/{name}/docs",
+        docs_url=None,  # shared.docs: Swagger UI served by the service itself
         redoc_url=None,
         lifespan=with_tokens,
-        swagger_ui_parameters={"persistAuthorization": True},
     )
+    install_docs(app, name)
     install_problem_handlers(app)
     install_hygiene(app, name, settings or MeshSettings())
     document_service_responses(app)

@@ -15,6 +15,7 @@ import sys
 import time
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI
 from limits import RateLimitItemPerMinute
@@ -425,10 +426,10 @@ class _PageAssets(HTMLParser):
 
 def page_csp(html: str) -> str:
     """The Content-Security-Policy of one of the framework's HTML pages (the Swagger UI docs):
-    exactly the script, stylesheet and icon URLs the page names, its inline scripts by hash,
-    the OpenAPI document and "Try it out" calls on this origin, and the data: SVGs Swagger UI
-    draws its icons with; nothing else (checked in a browser: no violation on load, expanding
-    an operation, authorizing and executing it)."""
+    the scripts, stylesheets and icons the page names (another origin's by exact URL, this
+    origin's as 'self'), its inline scripts by hash, the OpenAPI document and "Try it out"
+    calls on this origin, and the data: SVGs Swagger UI draws its icons with; nothing else
+    (tests/test_docs_browser.py: no violation in Chromium on load, authorizing and executing)."""
     assets = _PageAssets()
     assets.feed(html)
     assets.close()
@@ -438,15 +439,30 @@ def page_csp(html: str) -> str:
     ]
     directives = {
         "default-src": ["'none'"],
-        "script-src": [*assets.scripts, *hashes] or ["'none'"],
-        "style-src": assets.styles or ["'none'"],
-        "img-src": [*assets.images, "data:"],
+        "script-src": [*_sources(assets.scripts), *hashes] or ["'none'"],
+        "style-src": _sources(assets.styles) or ["'none'"],
+        "img-src": [*_sources(assets.images), "data:"],
         "connect-src": ["'self'"],
         "frame-ancestors": ["'none'"],
         "base-uri": ["'none'"],
         "form-action": ["'none'"],
     }
     return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
+
+
+def _sources(urls: list[str]) -> list[str]:
+    """CSP source expressions for the URLs a page names, each once: an absolute URL is its own
+    source; a path is no valid source expression, and is the page's origin, 'self'."""
+    sources = []
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme:
+            sources.append(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
+        elif parts.netloc:  # //host/path: the page's scheme
+            sources.append(parts.netloc + parts.path)
+        else:
+            sources.append("'self'")
+    return list(dict.fromkeys(sources))
 
 
 def _access_entry(

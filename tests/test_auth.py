@@ -41,6 +41,7 @@ from services.federation.metrics import METRICS
 from services.federation.settings import FederationSettings
 from shared.app import create_domain_app
 from shared.auth import PERSONAS, AuthSettings, ensure_secret, known_scopes
+from shared.docs import ASSETS, assets_path
 from shared.embedded import free_port
 from shared.settings import MeshSettings
 from tests.conftest import AS_OF, TEST_SECRET, create_database, token
@@ -106,13 +107,14 @@ def assert_forbidden(response: httpx.Response, scope: str) -> None:
 
 
 def open_paths(service: str) -> set[str]:
-    """The routes anyone may call: health, the OpenAPI document and the docs page."""
+    """The routes anyone may call: health, the OpenAPI document and the docs page with its
+    files (Swagger UI's, static)."""
     return {
         f"/{service}/healthz",
         f"/{service}/readyz",
         f"/{service}/docs",
         f"/{service}/openapi.json",
-        "/docs/oauth2-redirect",  # Swagger UI's OAuth2 helper page, static
+        *(f"{assets_path(service)}/{name}" for name in ASSETS),
     }
 
 

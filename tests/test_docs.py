@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services import DOMAINS, domain
+from shared.docs import ASSETS, SWAGGER_UI_VERSION, assets_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,3 +26,14 @@ def test_readme_lists_every_product() -> None:
     for name in DOMAINS:
         for product in domain(name).products:
             assert f"| {name:<9} | `{product.name}`" in readme
+
+
+def test_the_vendored_swagger_ui_is_the_version_it_is_served_as() -> None:
+    swagger_ui = ROOT / "shared" / "swagger_ui"
+    bundle = (swagger_ui / "swagger-ui-bundle.js").read_text()
+    assert f'PACKAGE_VERSION:"{SWAGGER_UI_VERSION}"' in bundle
+    assert f"version {SWAGGER_UI_VERSION} (tarball" in (swagger_ui / "README.md").read_text()
+    assert assets_path("mesh") == f"/mesh/docs/assets/{SWAGGER_UI_VERSION}"
+    for name in ASSETS:
+        assert (swagger_ui / name).stat().st_size > 0
+    assert (swagger_ui / "LICENSE").read_text().split()[:3] == ["Apache", "License", "Version"]

@@ -26,7 +26,8 @@ from services import DOMAINS, domain
 from services.federation.app import create_app
 from services.federation.settings import FederationSettings
 from shared.app import create_domain_app, service_app
-from shared.hygiene import rate_limit_for
+from shared.docs import SWAGGER_UI, SWAGGER_UI_VERSION
+from shared.hygiene import page_csp, rate_limit_for
 from shared.settings import MeshSettings
 from tests.conftest import ADMIN, token
 
@@ -372,14 +373,18 @@ async def test_the_docs_page_may_load_exactly_swagger_ui(sales: httpx.AsyncClien
     inline = re.findall(r"<script>(.*?)</script>", page.text, re.DOTALL)
     assert len(inline) == 1
     digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
-    cdn = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
-    assert re.findall(r'<script src="([^"]+)"', page.text) == [f"{cdn}/swagger-ui-bundle.js"]
-    assert re.findall(r'rel="stylesheet" href="([^"]+)"', page.text) == [f"{cdn}/swagger-ui.css"]
+    # Swagger UI from the service itself (shared/docs.py): a path is no CSP source, 'self' is
+    assets = f"/sales/docs/assets/{SWAGGER_UI_VERSION}"
+    assert re.findall(r'<script src="([^"]+)"', page.text) == [f"{assets}/swagger-ui-bundle.js"]
+    assert re.findall(r'rel="stylesheet" href="([^"]+)"', page.text) == [f"{assets}/swagger-ui.css"]
+    assert re.findall(r'rel="shortcut icon" href="([^"]+)"', page.text) == [
+        f"{assets}/favicon-32x32.png"
+    ]
     assert page.headers["content-security-policy"] == (
         "default-src 'none'; "
-        f"script-src {cdn}/swagger-ui-bundle.js 'sha256-{digest}'; "
-        f"style-src {cdn}/swagger-ui.css; "
-        "img-src https://fastapi.tiangolo.com/img/favicon.png data:; "
+        f"script-src 'self' 'sha256-{digest}'; "
+        "style-src 'self'; "
+        "img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     )
     assert {k: v for k, v in security_headers(page).items() if k != "content-security-policy"} == {
@@ -387,6 +392,35 @@ async def test_the_docs_page_may_load_exactly_swagger_ui(sales: httpx.AsyncClien
     }
     openapi = await sales.get("/sales/openapi.json")
     assert security_headers(openapi) == API_HEADERS
+
+    for name, media_type in {
+        "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+        "swagger-ui.css": "text/css; charset=utf-8",
+        "favicon-32x32.png": "image/png",
+    }.items():
+        asset = await sales.get(f"{assets}/{name}")
+        assert asset.status_code == 200
+        assert asset.headers["content-type"] == media_type
+        assert asset.content == (SWAGGER_UI / name).read_bytes()
+        # the version is in the path: a browser may keep the file
+        assert security_headers(asset) == {
+            **API_HEADERS,
+            "cache-control": "public, max-age=31536000, immutable",
+        }
+    assert (await sales.get("/sales/docs/assets/5.0.0/swagger-ui.css")).status_code == 404
+
+
+def test_a_page_policy_names_other_origins_by_url_and_its_own_as_self() -> None:
+    page = (
+        '<link rel="stylesheet" href="https://cdn.example/ui@5/ui.css?v=5#top">'
+        '<link rel="icon" href="//icons.example/favicon.png">'
+        '<script src="/docs/assets/ui.js"></script><script src="ui-extra.js"></script>'
+    )
+    assert page_csp(page) == (
+        "default-src 'none'; script-src 'self'; style-src https://cdn.example/ui@5/ui.css; "
+        "img-src icons.example/favicon.png data:; connect-src 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'none'"
+    )
 
 
 # --- access log ---------------------------------------------------------------------------
