@@ -28,4 +28,4 @@ CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerA
 FROM base AS service
 USER datamesh
 EXPOSE 8000 8001 8002
-CMD ["uvicorn", "services.federation.app:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]
+CMD ["python", "-m", "shared.server", "services.federation.app:app", "--host", "0.0.0.0", "--port", "8000"]

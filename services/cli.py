@@ -82,8 +82,55 @@ class DomainDatabase:
                 password=password,
                 set_password=self.server is not None,
                 statement_timeout_ms=MeshSettings().statement_timeout_ms,
+                idle_in_transaction_timeout_ms=MeshSettings().idle_in_transaction_timeout_ms,
             )
         )
+
+
+class DatabaseSupervisor:
+    """Keeps `datamesh up`'s embedded databases running: a postmaster that exited (crashed,
+    killed) is started again after a backoff (1 s, doubling up to 30 s while it keeps dying
+    within a minute of its last start), saying so; the services reconnect by themselves."""
+
+    INITIAL_SECONDS = 1.0
+    MAX_SECONDS = 30.0
+    STABLE_SECONDS = 60.0
+
+    def __init__(self, database: DomainDatabase, echo: Callable[[str], None]):
+        assert database.server is not None
+        self.database = database
+        self.server = database.server
+        self.echo = echo
+        self.delay = self.INITIAL_SECONDS
+        self.restart_at: float | None = None  # when the next start is due, while it is down
+        self.started_at = time.monotonic()
+
+    def poll(self) -> None:
+        """Look once: notice a stopped server, or start it if its restart is due."""
+        name = self.database.name
+        now = time.monotonic()
+        if self.restart_at is None:
+            if self.server.running():
+                return
+            if now - self.started_at > self.STABLE_SECONDS:
+                self.delay = self.INITIAL_SECONDS  # it had been running well: a fresh backoff
+            self.echo(f"{name} database stopped; restarting in {self.delay:g} s")
+            self.restart_at = now + self.delay
+            return
+        if now < self.restart_at:
+            return
+        try:
+            self.server.start()
+        except RuntimeError as failure:
+            self.delay = min(self.delay * 2, self.MAX_SECONDS)
+            self.restart_at = time.monotonic() + self.delay
+            reason = str(failure).splitlines()[0]
+            self.echo(f"{name} database did not start ({reason}); retrying in {self.delay:g} s")
+            return
+        self.restart_at = None
+        self.started_at = time.monotonic()
+        self.delay = min(self.delay * 2, self.MAX_SECONDS)
+        self.echo(f"{name} database restarted")
 
 
 def _as_of(value: str | None) -> dt.date:
@@ -185,21 +232,18 @@ def up(
         }
         for name, target in apps.items():
             processes[name] = subprocess.Popen(
+                # uvicorn as shared.server configures it: no uvicorn access line (it has the
+                # query string), the graceful shutdown period, forwarded headers trusted from
+                # DATAMESH_FORWARDED_ALLOW_IPS only, the header timeout and connection cap
                 [
                     sys.executable,
                     "-m",
-                    "uvicorn",
+                    "shared.server",
                     target,
                     "--host",
                     host,
                     "--port",
                     str(ports[name]),
-                    # uvicorn's own access line has the query string (PII filter values);
-                    # the services log their own, with parameter names only
-                    "--no-access-log",
-                    # on SIGTERM: stop accepting, let in-flight requests finish this long
-                    "--timeout-graceful-shutdown",
-                    str(settings.shutdown_grace_seconds),
                 ],
                 env=env | database_urls.get(name, {}),
                 start_new_session=True,
@@ -216,7 +260,14 @@ def up(
                 f"'{base['sales']}/sales/v1/customer-lifetime-value?order=lifetime_value.desc&limit=5'"
             )
         typer.echo("Press Ctrl-C to stop.")
+        supervisors = [
+            DatabaseSupervisor(d, lambda line: typer.echo(line, err=True))
+            for d in databases
+            if d.server
+        ]
         while not stopping:
+            for supervisor in supervisors:
+                supervisor.poll()
             for name, process in processes.items():
                 if process.poll() is not None:
                     typer.echo(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from shared.auth import principal_of
@@ -19,8 +19,6 @@ from shared.db import Database
 from shared.errors import (
     NotAcceptable,
     NotFound,
-    Problem,
-    StreamAborted,
     UnknownParameter,
     UnknownProduct,
 )
@@ -38,6 +36,7 @@ from shared.pseudonym import PseudonymKey, PseudonymSettings
 from shared.query import OPERATORS, Filter, PiiAccess, ReadQuery, parse_read
 from shared.reads import DatabaseRows
 from shared.settings import MeshSettings
+from shared.streams import GuardedStream, Primed, StreamSlots
 from shared.values import json_schema, parse_value
 
 _COUNT_MODES = ("exact", "planned", "estimated")
@@ -79,7 +78,7 @@ def _next_link(request: Request, cursor: str, settings: MeshSettings) -> str:
     return f'<{target}>; rel="next"'
 
 
-async def _primed(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+async def _primed(chunks: AsyncGenerator[bytes, None]) -> Primed:
     """Start a stream before the response does, so an early failure is still a problem+json.
     A failure after the response started (the database lost mid-stream) aborts it: the
     connection closes without the body's end (no final chunk), so the client gets an
@@ -90,20 +89,7 @@ async def _primed(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, 
         if chunk is None:
             break
         first = chunk
-
-    async def _rest() -> AsyncGenerator[bytes, None]:
-        sent = len(first)
-        async with aclosing(chunks):
-            yield first
-            try:
-                async for chunk in chunks:
-                    sent += len(chunk)
-                    yield chunk
-            except Problem as problem:
-                _log.warning("stream aborted after %d bytes: %s", sent, problem.detail)
-                raise StreamAborted(problem.detail) from None
-
-    return _rest()
+    return Primed(first, chunks)
 
 
 @dataclass(frozen=True)
@@ -150,20 +136,37 @@ def masked_header(query: ReadQuery) -> dict[str, str]:
 
 
 async def respond(
-    request: Request, read: ReadRequest, source: RowSource, settings: MeshSettings
+    request: Request,
+    read: ReadRequest,
+    source: RowSource,
+    settings: MeshSettings,
+    slots: StreamSlots | None = None,
 ) -> Response:
-    """The HTTP answer to a read: a JSON page with its headers, or a streamed format."""
+    """The HTTP answer to a read: a JSON page with its headers, or a streamed format (within
+    the stream bounds of `slots`, if given; aborted if its client stops reading,
+    shared.streams)."""
     query, fmt, count_mode = read.query, read.fmt, read.count_mode
     headers = masked_header(query)
     if count_mode:
         headers["Preference-Applied"] = f"count={count_mode}"
     if fmt not in (Format.JSON, Format.OBJECT):
-        if count_mode:
-            headers["Content-Range"] = f"*/{await source.count(query, count_mode)}"
-        body = await _primed(source.stream(query, fmt))
+        release = await slots.acquire(request) if slots else _nothing
+        try:
+            if count_mode:
+                headers["Content-Range"] = f"*/{await source.count(query, count_mode)}"
+            body = await _primed(source.stream(query, fmt))
+        except BaseException:
+            release()
+            raise
         if fmt is Format.PARQUET:
             headers["Content-Disposition"] = f'attachment; filename="{query.product.name}.parquet"'
-        return StreamingResponse(body, media_type=MEDIA_TYPES[fmt], headers=headers)
+        return GuardedStream(
+            body,
+            release=release,
+            send_timeout=settings.stream_send_timeout_seconds,
+            media_type=MEDIA_TYPES[fmt],
+            headers=headers,
+        )
     size = 1 if fmt is Format.OBJECT else query.limit
     page = await source.page(query, settings.json_page_size if size is None else size, count_mode)
     if fmt is Format.OBJECT:
@@ -179,6 +182,10 @@ async def respond(
     if page.last is not None:
         headers["Link"] = _next_link(request, query.encode_cursor(page.last), settings)
     return Response(encode_json_array(page.rows), media_type="application/json", headers=headers)
+
+
+def _nothing() -> None:
+    pass
 
 
 def pii_scope(domain: Domain) -> str:
@@ -201,6 +208,15 @@ class ProductReader:
         self.settings = settings
         self._pseudonyms = pseudonyms
         self.pseudonym: PseudonymKey | None = None
+        self.slots = self._slots()
+
+    def _slots(self) -> StreamSlots:
+        settings = self.settings
+        return StreamSlots(
+            per_caller=settings.max_streams_per_caller,
+            total=settings.stream_slots,
+            wait=settings.pool_timeout_seconds,
+        )
 
     @property
     def computes_pseudonyms(self) -> bool:
@@ -212,6 +228,7 @@ class ProductReader:
         domain that needs one and has none refuses to start, saying why)."""
         if self.computes_pseudonyms:
             self.pseudonym = (self._pseudonyms or PseudonymSettings()).key()
+        self.slots = self._slots()  # fresh bounds for each run of the app
 
     def rows(self) -> DatabaseRows:
         return DatabaseRows(self.database(), self.settings, self.pseudonym)
@@ -220,7 +237,7 @@ class ProductReader:
         """Rows of a product, filtered, ordered, paged and encoded as asked; PII columns
         masked unless the caller holds the domain's pii scope."""
         read = parse_request(request, product, self.settings, pii_scope=pii_scope(self.domain))
-        return await respond(request, read, self.rows(), self.settings)
+        return await respond(request, read, self.rows(), self.settings, self.slots)
 
     async def read_one(self, request: Request, product: Product, key: str) -> Response:
         """One row of a table by its key, as a JSON object."""

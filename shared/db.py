@@ -22,7 +22,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shared.errors import GatewayTimeout, ServiceUnavailable
-from shared.migrations import current_revision, head_revision
+from shared.migrations import head_revision
 from shared.settings import MeshSettings, asyncpg_url
 from shared.view_schema import REFRESH_FUNCTION
 
@@ -78,6 +78,7 @@ class Database:
 
     def __init__(self, domain: str, url: str, settings: MeshSettings):
         self.domain = domain
+        self.url = url
         self.settings = settings
         # whether the server's durability settings were checked since the last failure
         self._durable = False
@@ -100,6 +101,11 @@ class Database:
                     "timezone": "UTC",
                     "application_name": f"datamesh-{domain}",
                     "statement_timeout": str(settings.statement_timeout_ms),
+                    # a backstop: a session whose transaction sits idle (a stream's cursor
+                    # whose client stopped reading) is ended by the server
+                    "idle_in_transaction_session_timeout": str(
+                        settings.idle_in_transaction_timeout_ms
+                    ),
                 },
             },
         )
@@ -211,7 +217,10 @@ class Database:
         await self._release(conn, driver, broken=False)
 
     async def readiness(self) -> dict[str, str | bool]:
-        """Whether the database answers (durable) and is migrated to the newest revision."""
+        """Whether the database answers (durable), accepts a new connection and answers a
+        statement on it within the readiness timeout (a pooled connection can still answer
+        while the server takes no new one: a stopped postmaster), and is migrated to the
+        newest revision."""
         head = head_revision(self.domain)
         try:
             conn, driver = await self._acquire()
@@ -219,20 +228,36 @@ class Database:
             return {"ready": False, "database": f"not durable: {problem.detail}"}
         except ServiceUnavailable as problem:
             return {"ready": False, "database": f"unreachable: {problem.detail}"}
-        broken = False
+        await self._release(conn, driver, broken=False)
+        timeout = self.settings.readiness_timeout_seconds
         try:
-            current = await current_revision(conn, self.domain)
+            with anyio.fail_after(timeout):
+                current = await self._revision_on_a_new_connection(timeout)
+        except TimeoutError:
+            return {
+                "ready": False,
+                "database": f"not answering: no new connection and statement within {timeout:g} s",
+            }
         except Exception as exc:
-            broken = True
             return {"ready": False, "database": f"unreachable: {type(exc).__name__}"}
-        finally:
-            await self._release(conn, driver, broken=broken)
         return {
             "ready": current == head,
             "database": "reachable",
             "revision": current or "none",
             "head": head or "none",
         }
+
+    async def _revision_on_a_new_connection(self, connect_within: float) -> str | None:
+        plain = asyncpg_url(self.url).replace("postgresql+asyncpg://", "postgresql://", 1)
+        conn = await asyncpg.connect(plain, timeout=connect_within)
+        try:
+            table = f"alembic_version_{self.domain}"
+            if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+                return None
+            revision: str | None = await conn.fetchval(f"SELECT version_num FROM {_ident(table)}")
+            return revision
+        finally:
+            conn.terminate()  # at once: a graceful close would wait on a server that stalls
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
@@ -275,9 +300,11 @@ async def grant_service_role(
     password: str | None = None,
     set_password: bool = False,
     statement_timeout_ms: int = 30_000,
+    idle_in_transaction_timeout_ms: int = 60_000,
 ) -> None:
     """Let `role` read and write the domain's data and nothing else: no DDL, no TRUNCATE, no
-    writes to the migration version table; a per-statement timeout on the role itself.
+    writes to the migration version table; a per-statement timeout and an idle-in-transaction
+    timeout on the role itself.
 
     Run as the schema owner after every migration (idempotent): tables a later migration adds
     are covered again, and by default privileges in between. A missing role is created with
@@ -331,6 +358,10 @@ async def grant_service_role(
                 async with conn.transaction():
                     await conn.execute(
                         f"ALTER ROLE {who} SET statement_timeout = {int(statement_timeout_ms)}"
+                    )
+                    await conn.execute(
+                        f"ALTER ROLE {who} SET idle_in_transaction_session_timeout = "
+                        f"{int(idle_in_transaction_timeout_ms)}"
                     )
             except asyncpg.InsufficientPrivilegeError:
                 # an owner that may not alter roles: the pool still sets the timeout per

@@ -109,6 +109,24 @@ class EmbeddedPostgres:
         except (FileNotFoundError, IndexError, ValueError):
             return None
 
+    def running(self) -> bool:
+        """Whether the server's postmaster process is alive (after a crash its postmaster.pid
+        is left behind, naming a process that is gone)."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, another user's (the server's system user)
+            return True
+        try:  # a zombie (exited, not yet reaped) is not alive
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            return True
+        return state != "Z"
+
     def _orphans_left(self) -> bool:
         log = self.pgdata / "server.log"
         return log.exists() and "is still in use" in log.read_text()[-4000:]

@@ -94,6 +94,20 @@ class ContentTooLarge(Problem):
         )
 
 
+class RequestTimeout(Problem):
+    status = 408
+    code = "request_timeout"
+    title = "Request timeout"
+
+    def __init__(self, seconds: float):
+        super().__init__(
+            f"The request body stopped arriving: nothing came for {seconds:g} s "
+            "(DATAMESH_BODY_TIMEOUT_SECONDS).",
+            headers={"Connection": "close"},  # the rest of the body is not waited for
+            timeout_seconds=seconds,
+        )
+
+
 class InternalError(Problem):
     status = 500
     code = "internal_error"
@@ -108,6 +122,8 @@ def install_hygiene(app: FastAPI, service: str, settings: MeshSettings) -> None:
         per_minute=rate_limit_for(service, settings),
         max_body_bytes=settings.max_body_bytes,
         mesh_subjects=frozenset(settings.mesh_subjects),
+        body_timeout=settings.body_timeout_seconds,
+        unlimited_paths=(f"/{service}/healthz", f"/{service}/readyz"),
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -130,11 +146,13 @@ def install_hygiene(app: FastAPI, service: str, settings: MeshSettings) -> None:
 
 
 class RequestLimits:
-    """Refuse a caller over its rate (429) and a body over the cap (413).
+    """Refuse a caller over its rate (429), a body over the cap (413) and a body that stops
+    arriving (408: nothing for `body_timeout` seconds).
 
     The caller is the subject of a valid bearer token, verified here with the service's own
     verifier; without a valid token it is the client address, so floods of 401s are bounded
-    too. One process per service keeps the moving windows in memory."""
+    too. One process per service keeps the moving windows in memory. The health endpoints
+    (`unlimited_paths`) are never limited: an orchestrator's probes must not see a 429."""
 
     def __init__(
         self,
@@ -143,11 +161,15 @@ class RequestLimits:
         per_minute: int,
         max_body_bytes: int,
         mesh_subjects: frozenset[str] = frozenset(),
+        body_timeout: float = 0.0,
+        unlimited_paths: tuple[str, ...] = (),
     ):
         self.app = app
         self.mesh_subjects = mesh_subjects
         self.item = RateLimitItemPerMinute(per_minute) if per_minute else None
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+        self.unlimited_paths = frozenset(unlimited_paths)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
@@ -166,7 +188,7 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.item is not None:
+        if self.item is not None and scope["path"] not in self.unlimited_paths:
             caller, who = await _caller(scope, self.mesh_subjects)
             limiter = self.limiter
             allowed = await limiter.hit(self.item, caller)
@@ -202,20 +224,31 @@ class RequestLimits:
 
         try:
             await self.app(scope, self._capped(receive), sending)
-        except ContentTooLarge:
+        except (ContentTooLarge, RequestTimeout) as problem:
             if started:
                 raise
-            await self._too_large(scope, receive, send)
+            await self._refuse_body(problem, scope, receive, send)
 
     def _capped(self, receive: Receive) -> Receive:
         """The body as the app reads it, refused once it passes the cap (chunked bodies have
-        no Content-Length to check up front)."""
+        no Content-Length to check up front) or when its next part does not come within the
+        body timeout. Once the body is whole, messages pass untouched (a stream's wait for the
+        client to disconnect is no body read)."""
         received = 0
+        whole = False
 
         async def capped() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, whole
+            if whole or not self.body_timeout:
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        message = await receive()
+                except TimeoutError:
+                    raise RequestTimeout(self.body_timeout) from None
             if message["type"] == "http.request":
+                whole = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise ContentTooLarge(self.max_body_bytes)
@@ -224,7 +257,12 @@ class RequestLimits:
         return capped
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(ContentTooLarge(self.max_body_bytes), Request(scope))
+        await self._refuse_body(ContentTooLarge(self.max_body_bytes), scope, receive, send)
+
+    async def _refuse_body(
+        self, problem: Problem, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        response = problem_response(problem, Request(scope))
         response.headers["Connection"] = "close"  # the rest of the body is not read
         await response(scope, receive, send)
 

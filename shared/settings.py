@@ -32,6 +32,36 @@ class MeshSettings(BaseSettings):
     # the service's default (shared.hygiene.DEFAULT_RATE_LIMITS); 0: no limit
     rate_limit_per_minute: int | None = Field(None, ge=0)
     max_body_bytes: int = Field(1_048_576, ge=0)
+    # the addresses (comma-separated IPs or CIDRs; `*` for any) of reverse proxies whose
+    # X-Forwarded-For / X-Forwarded-Proto are trusted; None: none, the peer address is the
+    # client's (shared.server)
+    forwarded_allow_ips: str | None = None
+    # a request line and headers must arrive within this long (else 408, closed); 0: no limit
+    header_timeout_seconds: float = Field(10.0, ge=0)
+    # the longest wait for the next part of a request body (else 408, closed); 0: no limit
+    body_timeout_seconds: float = Field(10.0, ge=0)
+    # connections open at once from one client address (one more: 429, closed); 0: no cap
+    max_connections_per_address: int = Field(100, ge=0)
+    # a streamed response the client takes nothing of for this long is aborted and gives back
+    # its database connection (shared.streams); 0: never
+    stream_send_timeout_seconds: float = Field(30.0, ge=0)
+    # streamed reads (CSV, NDJSON, Arrow, Parquet) at once per caller, and in all (None: half
+    # the pool, at least 1): the rest of the pool stays free for pages, single rows, writes and
+    # the view refresher. Over a bound a stream waits up to the pool timeout for a slot, then
+    # is a 429 (its caller's bound) or 503 (the service's)
+    max_streams_per_caller: int = Field(3, ge=1)
+    max_streams: int | None = Field(None, ge=1)
+    # a backstop on every pooled connection and on the service role: the server ends a session
+    # whose transaction sits idle this long (a stalled stream's cursor); 0: off
+    idle_in_transaction_timeout_ms: int = Field(60_000, ge=0)
+    # readyz opens a connection of its own and runs a statement within this long, else 503
+    readiness_timeout_seconds: float = Field(2.0, gt=0)
+
+    @property
+    def stream_slots(self) -> int:
+        """Streams served at once in all (max_streams, else half the pool, at least 1)."""
+        return self.max_streams or max(1, self.pool_size // 2)
+
     # browser origins allowed to call the services (CORS): a JSON list or comma-separated
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # token subjects of the mesh: a request of theirs that names the end user it reads for

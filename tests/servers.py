@@ -10,6 +10,9 @@ from typing import Any
 
 import uvicorn
 
+from shared.server import server_config
+from shared.settings import MeshSettings
+
 
 class _Server(uvicorn.Server):
     """uvicorn, telling when it has started."""
@@ -24,16 +27,26 @@ class _Server(uvicorn.Server):
 
 
 @contextmanager
-def served(app: Any, port: int = 0) -> Iterator[str]:
-    """Serve the app on 127.0.0.1 (a free port unless one is given); yield its base URL."""
+def served(
+    app: Any, port: int = 0, settings: MeshSettings | None = None, http: str = "h11"
+) -> Iterator[str]:
+    """Serve the app on 127.0.0.1 (a free port unless one is given) as every service is served
+    (shared.server, with `settings`' server options; h11 unless `http` says httptools); yield
+    its base URL."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen()
     bound = listener.getsockname()[1]
     server = _Server(
-        uvicorn.Config(
-            app, lifespan="on", loop="asyncio", http="h11", ws="none", log_level="warning"
+        server_config(
+            app,
+            settings=settings,
+            http=http,
+            lifespan="on",
+            loop="asyncio",
+            log_level="warning",
+            timeout_graceful_shutdown=None,
         )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)

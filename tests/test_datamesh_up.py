@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import psutil
 import psycopg
+import pytest
 
 from shared.embedded import free_port
 
@@ -111,7 +112,7 @@ def _database_urls_given(ports: dict[str, int]) -> dict[str, set[str]]:
     for process in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(process.info["cmdline"] or [])
         for name, port in ports.items():
-            if "uvicorn" in cmdline and f"--port {port}" in cmdline:
+            if "shared.server" in cmdline and f"--port {port}" in cmdline:
                 given[name] = {k for k in process.environ() if k.endswith("DATABASE_URL")}
     return given
 
@@ -194,4 +195,42 @@ def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
         assert "loaded sample data" not in "".join(again.output)
     finally:
         assert again.interrupt() == 0
+    assert _leftovers(data_dir, ports) == []
+
+
+@pytest.mark.slow
+def test_up_restarts_a_domain_database_that_died_and_the_domain_answers_again(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    ports = {"mesh": free_port(), "sales": free_port(), "marketing": free_port()}
+    mesh = Mesh(data_dir, ports)
+    try:
+        mesh.wait_for("Press Ctrl-C")
+        token = re.search(r"export TOKEN=(\S+)", "".join(mesh.output))
+        assert token is not None
+        auth = {"Authorization": f"Bearer {token.group(1)}"}
+        orders = f"http://127.0.0.1:{ports['sales']}/sales/v1/orders"
+        assert httpx.get(orders, params={"limit": "1"}, headers=auth).status_code == 200
+        pid_file = data_dir / "postgres" / "sales" / "postmaster.pid"
+        killed = int(pid_file.read_text().split()[0])
+        os.kill(killed, signal.SIGKILL)
+
+        mesh.wait_for("sales database stopped; restarting in 1 s", timeout=10)
+        mesh.wait_for("sales database restarted", timeout=60)
+        assert int(pid_file.read_text().split()[0]) != killed
+        # the service, never restarted, reconnects by itself
+        deadline = time.monotonic() + 30
+        while True:
+            read = httpx.get(orders, params={"limit": "1"}, headers=auth, timeout=10)
+            if read.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert read.status_code == 200
+        assert len(read.json()) == 1
+        ready = httpx.get(f"http://127.0.0.1:{ports['sales']}/sales/readyz", timeout=10)
+        assert ready.status_code == 200
+    finally:
+        code = mesh.interrupt()
+    assert code == 0
     assert _leftovers(data_dir, ports) == []

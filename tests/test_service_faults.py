@@ -299,6 +299,28 @@ async def test_a_frozen_database_is_a_503_within_the_pool_timeout_and_the_servic
         assert (await client.get("/marketing/readyz")).status_code == 200
 
 
+async def test_readyz_is_503_while_the_postmaster_is_stopped(own: OwnServer) -> None:
+    # only the postmaster stopped: pooled connections (their backends) still answer, but the
+    # server takes no new connection; readyz must not call that ready
+    settings = fault_settings(readiness_timeout_seconds=1.0)
+    async with service(own.url, settings) as (_, client):
+        assert (await client.get("/marketing/readyz")).status_code == 200
+        postmaster = own.postmaster()
+        postmaster.suspend()
+        try:
+            started = time.monotonic()
+            response = await client.get("/marketing/readyz")
+            elapsed = time.monotonic() - started
+        finally:
+            postmaster.resume()
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["code"] == "service_unavailable"
+        assert "no new connection and statement within 1 s" in response.json()["detail"]
+        assert elapsed < settings.readiness_timeout_seconds + 1
+        assert (await client.get("/marketing/readyz")).status_code == 200
+
+
 async def test_a_statement_over_the_timeout_is_a_504_and_its_connection_stays_pooled(
     postgres_servers: dict[str, PostgresServer],
 ) -> None:
@@ -470,17 +492,19 @@ def uvicorn_service(name: str, **env: str) -> Iterator[tuple[subprocess.Popen[by
         [
             sys.executable,
             "-m",
-            "uvicorn",
+            "shared.server",
             f"services.{name}.app:app",
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "10",
         ],
-        env={**os.environ, "DATAMESH_QUALITY_INTERVAL_SECONDS": "0", **env},
+        env={
+            **os.environ,
+            "DATAMESH_QUALITY_INTERVAL_SECONDS": "0",
+            "DATAMESH_SHUTDOWN_GRACE_SECONDS": "10",
+            **env,
+        },
         cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
