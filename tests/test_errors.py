@@ -339,5 +339,7 @@ async def test_links_are_never_built_from_the_host_header(
 
 
 def test_a_public_url_must_be_a_base_url() -> None:
-    with pytest.raises(ValueError, match=re.escape("is not a base URL like https://data.example.com")):
+    with pytest.raises(
+        ValueError, match=re.escape("is not a base URL like https://data.example.com")
+    ):
         MeshSettings(public_url="data.example.com/path?x=1")
