@@ -35,12 +35,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services import DOMAINS, domain, sample
+from services import DOMAINS, PERSONAS, domain, sample
 from services.federation.app import create_app
 from services.federation.metrics import METRICS
 from services.federation.settings import FederationSettings
 from shared.app import create_domain_app
-from shared.auth import PERSONAS, AuthSettings, ensure_secret, known_scopes
+from shared.auth import AuthSettings, ensure_secret, known_scopes
 from shared.embedded import free_port
 from shared.settings import MeshSettings
 from tests.conftest import AS_OF, TEST_SECRET, create_database, token

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services import DOMAINS, domain
+from services import DOMAINS, domain, registered
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,3 +25,11 @@ def test_readme_lists_every_product() -> None:
     for name in DOMAINS:
         for product in domain(name).products:
             assert f"| {name:<9} | `{product.name}`" in readme
+
+
+def test_readme_gives_every_domain_its_port_and_persona() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for declared in registered():
+        name, port = declared.name, declared.port
+        assert f"| {name:<9} | http://127.0.0.1:{port}/{name}/ " in readme
+        assert f"| `{name}_analyst`" in readme
