@@ -594,7 +594,7 @@ def _post_customers(
     base: str, prefix: str, stop: threading.Event, sent: list[Sent], refused: threading.Event
 ) -> None:
     """POST customers with unique emails until the service refuses connections (or `stop`)."""
-    writer = {"Authorization": f"Bearer {token('sales:read', 'sales:write')}"}
+    writer = {"Authorization": f"Bearer {token('sales:read', 'sales:write', 'sales:pii')}"}
     with httpx.Client(base_url=base, headers=writer, timeout=15.0) as client:
         n = 0
         while not stop.is_set():
