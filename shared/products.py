@@ -219,6 +219,8 @@ class Domain:
             raise ValueError("Domain name 'mesh' is the federation service's")
         if self.port is not None and not 0 < self.port < 65536:
             raise ValueError(f"Domain '{self.name}': port {self.port} is not a TCP port")
+        if self.rate_limit_per_minute < 0:
+            raise ValueError(f"Domain '{self.name}': a negative rate limit (0: no limit)")
         names = [p.name for p in self.products]
         if len(set(names)) != len(names):
             raise ValueError(f"Domain '{self.name}' declares a product twice: {names}")

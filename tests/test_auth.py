@@ -473,16 +473,15 @@ async def test_scopes_as_a_list_claim_are_accepted(services: dict[str, Service])
 
 # --- personas --------------------------------------------------------------------------------
 
+# a read of each service: a domain's first product, a metric of aggregates (mesh:read alone)
 READ = {
-    "sales": "/sales/v1/orders?limit=1",
-    "marketing": "/marketing/v1/campaigns?limit=1",
-    "mesh": "/mesh/v1/channel-effectiveness?limit=1",  # aggregates: mesh:read alone
+    **{name: f"/{name}/v1/{domain(name).products[0].name}?limit=1" for name in DOMAINS},
+    "mesh": "/mesh/v1/channel-effectiveness?limit=1",
 }
 READS = {
-    "admin": {"sales", "marketing", "mesh"},
-    "sales_analyst": {"sales", "mesh"},
-    "marketing_analyst": {"marketing", "mesh"},
-    "analyst": {"sales", "marketing", "mesh"},
+    "admin": set(SERVICES),
+    **{f"{name}_analyst": {name, "mesh"} for name in DOMAINS},
+    "analyst": set(SERVICES),
 }
 
 

@@ -21,6 +21,7 @@ from shared import migrations
 from shared.app import create_domain_app
 from shared.auth import known_scopes
 from shared.hygiene import RequestLimits
+from shared.products import Domain
 from shared.settings import MeshSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,3 +203,30 @@ def test_a_domain_must_declare_its_port_and_a_port_of_its_own(
         RuntimeError, match=r"Domain 'finance' \(finance_domain.products\) declares no port"
     ):
         services.registered()
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"name": "Finance"}, "Domain name 'Finance' must be lowercase letters"),
+        ({"name": "fin-ance"}, "Domain name 'fin-ance' must be lowercase letters"),
+        ({"name": "mesh"}, "Domain name 'mesh' is the federation service's"),
+        ({"port": 70000}, "Domain 'finance': port 70000 is not a TCP port"),
+        ({"rate_limit_per_minute": -1}, "Domain 'finance': a negative rate limit"),
+    ],
+)
+def test_a_declaration_with_a_bad_name_port_or_rate_is_refused(
+    changes: dict[str, object], error: str
+) -> None:
+    fields: dict[str, object] = {
+        "name": "finance",
+        "title": "Finance",
+        "description": "Invoices and payments",
+        "owner": "finance-team@example.com",
+        "update_frequency": "daily",
+        "data_classification": "confidential",
+        "database": "finance_db",
+        "port": 8003,
+    }
+    with pytest.raises(ValueError, match=re.escape(error)):
+        Domain(**(fields | changes))  # type: ignore[arg-type]
