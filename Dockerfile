@@ -27,5 +27,5 @@ CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerA
 # the services (the last stage: what `docker build .` gives)
 FROM base AS service
 USER datamesh
-EXPOSE 8000 8001 8002
+# each service's port is the one docker-compose.yml (`datamesh generate`) gives its command
 CMD ["python", "-m", "shared.server", "services.federation.app:app", "--host", "0.0.0.0", "--port", "8000"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import inspect
 import os
 import signal
 import socket
@@ -23,9 +24,11 @@ import asyncpg
 import httpx
 import typer
 
-from services import DOMAINS, domain, sample
+from services import DOMAINS, PERSONAS, domain, package, registered, sample
+from services.federation.settings import PORT as MESH_PORT
+from services.generated import generated, stale
 from shared import migrations
-from shared.auth import PERSONAS, AuthSettings, ensure_secret, known_scopes, mint_token
+from shared.auth import AuthSettings, ensure_secret, known_scopes, mint_token
 from shared.db import connect, grant_service_role, role_of, service_role
 from shared.embedded import EmbeddedPostgres
 from shared.products import Domain
@@ -38,7 +41,70 @@ cli = typer.Typer(
     help="DataMesh: domain data products over REST, joined by the mesh.", no_args_is_help=True
 )
 
-DEFAULT_PORTS = {"mesh": 8000, "sales": 8001, "marketing": 8002}
+
+def default_ports() -> dict[str, int]:
+    """The port of every service unless `datamesh up` is told otherwise: each domain's declared
+    one, in the domains' order, then the mesh's."""
+    return {d.name: d.port for d in registered() if d.port is not None} | {"mesh": MESH_PORT}
+
+
+def _with_port_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The command with a `--port-<service>` option (env DATAMESH_PORT_<SERVICE>) for the mesh
+    and every registered domain, its default the service's own, in place of `**port_options`."""
+    signature = inspect.signature(command, eval_str=True)
+    fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    options = [
+        inspect.Parameter(
+            f"port_{name}",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default,
+            annotation=Annotated[
+                int,
+                typer.Option(
+                    f"--port-{name}",
+                    envvar=f"DATAMESH_PORT_{name.upper()}",
+                    min=1,
+                    max=65535,
+                    help=f"The {name} service's port.",
+                ),
+            ],
+        )
+        for name, default in {"mesh": MESH_PORT, **default_ports()}.items()
+    ]
+    command.__signature__ = signature.replace(parameters=[*fixed, *options])  # type: ignore[attr-defined]
+    return command
+
+
+def _ports(given: dict[str, int], overrides: list[str]) -> dict[str, int]:
+    """Each service's port: `given` (--port-<service>), changed by `--port SERVICE=PORT`; a
+    usage error (exit 2) for an unknown service, a bad port, or a port given to two services."""
+    ports = dict(given)
+    for text in overrides:
+        name, equals, number = text.partition("=")
+        if not equals:
+            raise typer.BadParameter(
+                f"'{text}' is not SERVICE=PORT, e.g. mesh=9000", param_hint="--port"
+            )
+        if name not in ports:
+            raise typer.BadParameter(
+                f"'{name}' is not a service; known: {', '.join(ports)}", param_hint="--port"
+            )
+        if not number.isdigit() or not 0 < int(number) < 65536:
+            raise typer.BadParameter(
+                f"'{number}' is not a port (1 to 65535) in '{text}'", param_hint="--port"
+            )
+        ports[name] = int(number)
+    by_port: dict[int, list[str]] = {}
+    for name, at in ports.items():
+        by_port.setdefault(at, []).append(name)
+    for at, names in by_port.items():
+        if len(names) > 1:
+            raise typer.BadParameter(
+                f"port {at} is given to {' and '.join(names)}; each service needs its own",
+                param_hint="--port",
+            )
+    return ports
+
 
 DataDir = Annotated[
     Path | None,
@@ -183,20 +249,25 @@ def _prepare(databases: list[DomainDatabase], as_of: dt.date) -> None:
 
 
 @cli.command()
+@_with_port_options
 def up(
     data_dir: DataDir = None,
     as_of: AsOf = None,
     host: Annotated[str, typer.Option(help="Interface the services listen on.")] = "127.0.0.1",
-    port_mesh: Annotated[int, typer.Option(envvar="DATAMESH_PORT_MESH")] = DEFAULT_PORTS["mesh"],
-    port_sales: Annotated[int, typer.Option(envvar="DATAMESH_PORT_SALES")] = DEFAULT_PORTS["sales"],
-    port_marketing: Annotated[int, typer.Option(envvar="DATAMESH_PORT_MARKETING")] = DEFAULT_PORTS[
-        "marketing"
-    ],
+    port: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="SERVICE=PORT",
+            help="A service's port, e.g. mesh=9000 or a domain's name=9001; repeat for more "
+            "(wins over --port-SERVICE).",
+        ),
+    ] = None,
+    **port_options: int,  # --port-<service> for every service: see _with_port_options
 ) -> None:
-    """Start both domain databases, migrate, load sample data if empty, serve everything."""
+    """Start every domain's database, migrate, load sample data if empty, serve everything."""
+    ports = _ports({name: port_options[f"port_{name}"] for name in default_ports()}, port or [])
     settings = MeshSettings()
     root = (data_dir or settings.data_dir).resolve()
-    ports = {"sales": port_sales, "marketing": port_marketing, "mesh": port_mesh}
     stopping = False
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -227,7 +298,7 @@ def up(
         if not PseudonymSettings(data_dir=root).configured():  # email_key's, mesh-wide
             env["DATAMESH_PSEUDONYM_SECRET_FILE"] = str(ensure_pseudonym_secret(root))
         admin_token = _local_token(AuthSettings(data_dir=root), PERSONAS["admin"], "admin", "8h")
-        apps = {name: f"services.{name}.app:app" for name in DOMAINS} | {
+        apps = {name: f"{package(name)}.app:app" for name in DOMAINS} | {
             "mesh": "services.federation.app:app"
         }
         for name, target in apps.items():
@@ -255,9 +326,10 @@ def up(
         if admin_token:
             typer.echo("\nAn admin token (8 hours; `datamesh token --help` mints others):")
             typer.echo(f"  export TOKEN={admin_token}")
+            first = registered()[0]
             typer.echo(
                 f'  curl -H "Authorization: Bearer $TOKEN" '
-                f"'{base['sales']}/sales/v1/customer-lifetime-value?order=lifetime_value.desc&limit=5'"
+                f"'{base[first.name]}/{first.name}/v1/{first.products[0].name}?limit=5'"
             )
         typer.echo("Press Ctrl-C to stop.")
         supervisors = [
@@ -372,9 +444,7 @@ def token(
     scope: Annotated[
         list[str] | None, typer.Option(help="A scope to grant; repeat for more.")
     ] = None,
-    persona: Annotated[
-        str | None, typer.Option(help="admin, sales_analyst, marketing_analyst or analyst.")
-    ] = None,
+    persona: Annotated[str | None, typer.Option(help=f"One of: {', '.join(PERSONAS)}.")] = None,
     ttl: Annotated[str, typer.Option(help="Lifetime: 30m, 8h, 7d.")] = "8h",
     sub: Annotated[str | None, typer.Option(help="The token's subject (who it is for).")] = None,
     data_dir: DataDir = None,
@@ -437,7 +507,7 @@ def _seed(database: DomainDatabase, scale: int, as_of: dt.date) -> bool:
     if scale == 1:
         rows = sample(database.name)(as_of)
         return asyncio.run(load_if_empty(checked, database.migration_url, rows))
-    generator = import_module(f"services.{database.name}.scale").generate
+    generator = import_module(f"{package(database.name)}.scale").generate
 
     async def generate(conn: asyncpg.Connection) -> None:
         await generator(conn, scale, as_of)
@@ -587,6 +657,28 @@ def quality(
         typer.echo(f"\nJUnit XML written to {junit}")
     if any(run.tally.failed or run.tally.errored for run in runs.values()):
         raise typer.Exit(1)
+
+
+@cli.command()
+def generate(
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 if a file is out of date.")
+    ] = False,
+    root: Annotated[Path, typer.Option(help="The repository's root directory.")] = Path("."),
+) -> None:
+    """Write the files that list every domain (docker-compose.yml, .env.example, alembic.ini)
+    from the registered domains' declarations; run it after registering a domain."""
+    files = generated(registered(), {name: package(name) for name in DOMAINS})
+    out_of_date = stale(root, files)
+    if check:
+        if out_of_date:
+            typer.echo(f"Out of date: {', '.join(out_of_date)}; run `datamesh generate`.", err=True)
+            raise typer.Exit(1)
+        typer.echo("Every generated file is up to date.")
+        return
+    for path in out_of_date:
+        (root / path).write_text(files[path])
+        typer.echo(f"wrote {path}")
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ def service_app(
     description: str,
     *,
     lifespan: Lifespan,
+    rate_limit_per_minute: int,
     auth: AuthSettings | None = None,
     settings: MeshSettings | None = None,
 ) -> FastAPI:
@@ -64,7 +65,9 @@ def service_app(
     )
     install_docs(app, name)
     install_problem_handlers(app)
-    install_hygiene(app, name, settings or MeshSettings())
+    install_hygiene(
+        app, name, settings or MeshSettings(), rate_limit_per_minute=rate_limit_per_minute
+    )
     document_service_responses(app)
 
     @app.get(f"/{name}/healthz", tags=["health"], summary="Liveness")
@@ -111,6 +114,7 @@ def create_domain_app(
         f"{domain.description}. Owner: {domain.owner}. Data products of the {domain.name} "
         "domain, read with PostgREST's grammar, in JSON, CSV, NDJSON, Arrow or Parquet.",
         lifespan=lifespan,
+        rate_limit_per_minute=domain.rate_limit_per_minute,
         auth=auth,
         settings=settings,
     )

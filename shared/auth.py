@@ -28,13 +28,6 @@ from starlette.concurrency import run_in_threadpool
 from shared.errors import Problem, ServiceUnavailable
 
 ADMIN = "admin"
-PERSONAS: dict[str, tuple[str, ...]] = {
-    "admin": (ADMIN,),
-    "sales_analyst": ("sales:read", "mesh:read"),
-    "marketing_analyst": ("marketing:read", "mesh:read"),
-    # every domain's products and the mesh, PII masked: the notebooks' persona
-    "analyst": ("sales:read", "marketing:read", "mesh:read"),
-}
 SECRET_FILE = "jwt-secret"
 MIN_SECRET_LENGTH = 32
 # where `require` keeps the verified principal: the request's own ASGI scope, never the
@@ -43,6 +36,17 @@ _PRINCIPAL_KEY = "datamesh.principal"
 # verified tokens are remembered this long (their expiry is checked on every use), this many
 _VERIFIED_TTL_SECONDS = 60.0
 _VERIFIED_MAX = 4096
+
+
+def personas(domains: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The personas `datamesh token --persona` mints for these domains: admin; for each domain
+    `<domain>_analyst` (its products and the mesh's metrics, PII masked); and analyst (every
+    domain's products and the mesh, PII masked: the notebooks' persona)."""
+    return {
+        "admin": (ADMIN,),
+        **{f"{d}_analyst": (f"{d}:read", "mesh:read") for d in domains},
+        "analyst": (*(f"{d}:read" for d in domains), "mesh:read"),
+    }
 
 
 def known_scopes(domains: tuple[str, ...]) -> tuple[str, ...]:

@@ -31,10 +31,6 @@ from shared.auth import Principal, TokenVerifier, caller_of, verified_principal
 from shared.errors import Problem, problem_response
 from shared.settings import MeshSettings
 
-# requests per minute per caller; sales and marketing keep the original platform's quotas
-DEFAULT_RATE_LIMITS = {"sales": 1000, "marketing": 500, "mesh": 600}
-FALLBACK_RATE_LIMIT = 600
-
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=63072000; includeSubDomains"
 SECURITY_HEADERS = {
@@ -69,11 +65,12 @@ ROWS = "datamesh.rows"  # a handler may note the rows it answers here, in the re
 access_log = logging.getLogger("datamesh.access")
 
 
-def rate_limit_for(service: str, settings: MeshSettings) -> int:
-    """Requests per minute a caller may make to the service (0: unlimited)."""
+def rate_limit_for(declared: int, settings: MeshSettings) -> int:
+    """Requests per minute a caller may make to a service: its declared rate (a domain's in its
+    declaration, the mesh's in its settings) unless the settings say otherwise (0: unlimited)."""
     if settings.rate_limit_per_minute is not None:
         return settings.rate_limit_per_minute
-    return DEFAULT_RATE_LIMITS.get(service, FALLBACK_RATE_LIMIT)
+    return declared
 
 
 class RateLimited(Problem):
@@ -113,12 +110,15 @@ class InternalError(Problem):
     title = "Internal error"
 
 
-def install_hygiene(app: FastAPI, service: str, settings: MeshSettings) -> None:
+def install_hygiene(
+    app: FastAPI, service: str, settings: MeshSettings, *, rate_limit_per_minute: int
+) -> None:
     """Wrap the app: security headers and access log outermost, then CORS (when origins are
-    configured), then the rate limit and the body cap, then the app itself."""
+    configured), then the rate limit (the service's declared one, unless the settings say
+    otherwise) and the body cap, then the app itself."""
     app.add_middleware(
         RequestLimits,
-        per_minute=rate_limit_for(service, settings),
+        per_minute=rate_limit_for(rate_limit_per_minute, settings),
         max_body_bytes=settings.max_body_bytes,
         mesh_subjects=frozenset(settings.mesh_subjects),
         body_timeout=settings.body_timeout_seconds,

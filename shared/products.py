@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -185,6 +186,7 @@ class ServiceLevels:
 
 # names a product may not take: they are routes of every domain
 RESERVED_PRODUCT_NAMES = frozenset({"metadata", "quality", "contracts"})
+_DOMAIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -199,11 +201,26 @@ class Domain:
     data_classification: str
     database: str
     products: tuple[Product, ...] = field(default_factory=tuple)
+    # its policy: the port `datamesh up` serves it on unless told otherwise (required of a
+    # registered domain), and the requests a caller may make per minute
+    port: int | None = None
+    rate_limit_per_minute: int = 600
     service_levels: ServiceLevels = field(default_factory=ServiceLevels)
     # the tables its owning team writes through the API, and how (shared.writes)
     writes: tuple[TableWrites, ...] = ()
 
     def __post_init__(self) -> None:
+        if not _DOMAIN_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"Domain name '{self.name}' must be lowercase letters, digits and underscores, "
+                "starting with a letter (it names a package, scopes and variables)"
+            )
+        if self.name == "mesh":
+            raise ValueError("Domain name 'mesh' is the federation service's")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ValueError(f"Domain '{self.name}': port {self.port} is not a TCP port")
+        if self.rate_limit_per_minute < 0:
+            raise ValueError(f"Domain '{self.name}': a negative rate limit (0: no limit)")
         names = [p.name for p in self.products]
         if len(set(names)) != len(names):
             raise ValueError(f"Domain '{self.name}' declares a product twice: {names}")

@@ -67,7 +67,7 @@ class PiiColumn(Problem):
 class PiiAccess:
     """Whether the caller reads PII columns in clear, and the scope that would let it."""
 
-    scope: str | None  # e.g. sales:pii; None where no scope reads PII in clear
+    scope: str | None  # e.g. <domain>:pii; None where no scope reads PII in clear
     granted: bool = False
 
     @classmethod

@@ -18,7 +18,7 @@ lacks (docs/security.md, "Connections").
   address its rate limit counts against.
 
 `datamesh up`, the containers and the tests all serve through `server_config`; from a shell,
-`python -m shared.server services.sales.app:app --host 127.0.0.1 --port 8001`.
+`python -m shared.server services.<domain>.app:app --host 127.0.0.1 --port <port>`.
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def server_config(
 def main(argv: list[str] | None = None) -> None:
     """`python -m shared.server <module:app> --host H --port P`: serve one service."""
     parser = argparse.ArgumentParser(prog="python -m shared.server", description=main.__doc__)
-    parser.add_argument("app", help="the app to serve, e.g. services.sales.app:app")
+    parser.add_argument("app", help="the app to serve, e.g. services.<domain>.app:app")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     arguments = parser.parse_args(argv)

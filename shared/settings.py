@@ -29,7 +29,7 @@ class MeshSettings(BaseSettings):
     # how often a domain service looks for changes its materialized views miss; 0: never
     view_refresh_seconds: float = Field(1.0, ge=0)
     # requests per minute per token subject (per client address without a valid token); None:
-    # the service's default (shared.hygiene.DEFAULT_RATE_LIMITS); 0: no limit
+    # the service's declared rate (a domain's declaration, the mesh's settings); 0: no limit
     rate_limit_per_minute: int | None = Field(None, ge=0)
     max_body_bytes: int = Field(1_048_576, ge=0)
     # the addresses (comma-separated IPs or CIDRs; `*` for any) of reverse proxies whose
@@ -122,7 +122,7 @@ class DatabaseSettings(BaseSettings):
 
 
 def database_url_for(domain: str) -> str | None:
-    """The configured URL of a domain's database (`SALES_DATABASE_URL`, ...), or None."""
+    """The configured URL of a domain's database (`<DOMAIN>_DATABASE_URL`), or None."""
     return DatabaseSettings(_env_prefix=f"{domain.upper()}_").database_url
 
 

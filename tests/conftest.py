@@ -10,7 +10,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -161,15 +161,14 @@ async def marketing(
 
 @pytest.fixture(scope="session")
 def domain_urls(database_urls: dict[str, str], settings: MeshSettings) -> Iterator[dict[str, str]]:
-    """Both domain services on real HTTP ports (the mesh reads them over HTTP); base URLs."""
-    sales_app = create_domain_app(
-        domain("sales"), database_url=database_urls["sales"], settings=settings
-    )
-    marketing_app = create_domain_app(
-        domain("marketing"), database_url=database_urls["marketing"], settings=settings
-    )
-    with served(sales_app) as sales_url, served(marketing_app) as marketing_url:
-        yield {"sales": sales_url, "marketing": marketing_url}
+    """Every domain service on a real HTTP port (the mesh reads them over HTTP); base URLs."""
+    with ExitStack() as stack:
+        yield {
+            name: stack.enter_context(
+                served(create_domain_app(domain(name), database_url=url, settings=settings))
+            )
+            for name, url in database_urls.items()
+        }
 
 
 @asynccontextmanager

@@ -35,12 +35,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services import DOMAINS, domain, sample
+from services import DOMAINS, PERSONAS, domain, sample
 from services.federation.app import create_app
 from services.federation.metrics import METRICS
 from services.federation.settings import FederationSettings
 from shared.app import create_domain_app
-from shared.auth import PERSONAS, AuthSettings, ensure_secret, known_scopes
+from shared.auth import AuthSettings, ensure_secret, known_scopes
 from shared.docs import ASSETS, assets_path
 from shared.embedded import free_port
 from shared.settings import MeshSettings
@@ -475,16 +475,15 @@ async def test_scopes_as_a_list_claim_are_accepted(services: dict[str, Service])
 
 # --- personas --------------------------------------------------------------------------------
 
+# a read of each service: a domain's first product, a metric of aggregates (mesh:read alone)
 READ = {
-    "sales": "/sales/v1/orders?limit=1",
-    "marketing": "/marketing/v1/campaigns?limit=1",
-    "mesh": "/mesh/v1/channel-effectiveness?limit=1",  # aggregates: mesh:read alone
+    **{name: f"/{name}/v1/{domain(name).products[0].name}?limit=1" for name in DOMAINS},
+    "mesh": "/mesh/v1/channel-effectiveness?limit=1",
 }
 READS = {
-    "admin": {"sales", "marketing", "mesh"},
-    "sales_analyst": {"sales", "mesh"},
-    "marketing_analyst": {"marketing", "mesh"},
-    "analyst": {"sales", "marketing", "mesh"},
+    "admin": set(SERVICES),
+    **{f"{name}_analyst": {name, "mesh"} for name in DOMAINS},
+    "analyst": set(SERVICES),
 }
 
 

@@ -20,12 +20,13 @@ import pyarrow as pa
 import pytest
 
 from datamesh import DataMeshError, Mesh
+from services import DOMAINS, PERSONAS
 from services.federation.app import create_app
 from services.federation.settings import FederationSettings
 from tests.conftest import token
 from tests.servers import served
 
-SCOPES = ("sales:read", "marketing:read", "mesh:read")
+SCOPES = PERSONAS["analyst"]  # every domain's read and mesh:read
 ORDERS_TOTAL = Decimal("1193319.36")  # tests/test_sample_figures.py
 
 
@@ -304,7 +305,7 @@ def test_metric_with_a_period(mesh: Mesh) -> None:
 
 def test_catalog_metadata_contract_and_quality(mesh: Mesh) -> None:
     catalog = mesh.catalog()
-    assert [d["name"] for d in catalog["domains"]] == ["sales", "marketing"]
+    assert [d["name"] for d in catalog["domains"]] == list(DOMAINS)
     assert {m["name"] for m in catalog["metrics"]} >= {"campaign-roi", "channel-effectiveness"}
     assert [p["name"] for p in mesh.catalog(q="email_key")["domains"][1]["products"]] == ["leads"]
     assert {m["name"] for m in mesh.metrics()} == {m["name"] for m in catalog["metrics"]}
@@ -319,7 +320,7 @@ def test_catalog_metadata_contract_and_quality(mesh: Mesh) -> None:
     assert contract["apiVersion"] == "v3.2.0"
 
     overview = mesh.quality()
-    assert [d["domain"] for d in overview["domains"]] == ["sales", "marketing"]
+    assert [d["domain"] for d in overview["domains"]] == list(DOMAINS)
 
 
 # --- errors -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import psutil
 import psycopg
 import pytest
 
+from services import DOMAINS
 from shared.embedded import free_port
 
 DATAMESH = str(Path(sys.executable).parent / "datamesh")
@@ -43,7 +44,7 @@ class Mesh:
                 str(data_dir),
                 "--as-of",
                 "2024-10-18",
-                *[arg for name, port in ports.items() for arg in (f"--port-{name}", str(port))],
+                *[arg for name, port in ports.items() for arg in ("--port", f"{name}={port}")],
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -117,8 +118,13 @@ def _database_urls_given(ports: dict[str, int]) -> dict[str, set[str]]:
     return given
 
 
+def _free_ports() -> dict[str, int]:
+    """A free port for the mesh and for every domain."""
+    return {name: free_port() for name in ("mesh", *DOMAINS)}
+
+
 def test_up_refuses_ports_in_use_before_starting_anything(tmp_path: Path) -> None:
-    ports = {"mesh": free_port(), "sales": free_port(), "marketing": free_port()}
+    ports = _free_ports()
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", ports["sales"]))
         squatter.listen()
@@ -137,17 +143,42 @@ def test_up_refuses_ports_in_use_before_starting_anything(tmp_path: Path) -> Non
     assert not (tmp_path / "data").exists()  # nothing started, nothing written
 
 
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        ("nope=9001", f"'nope' is not a service; known: {', '.join((*DOMAINS, 'mesh'))}"),
+        (f"{DOMAINS[0]}=abc", f"'abc' is not a port (1 to 65535) in '{DOMAINS[0]}=abc'"),
+        (f"{DOMAINS[0]}=0", f"'0' is not a port (1 to 65535) in '{DOMAINS[0]}=0'"),
+        ("mesh", "'mesh' is not SERVICE=PORT, e.g. mesh=9000"),
+        ("mesh=9001", f"port 9001 is given to {DOMAINS[0]} and mesh; each service needs its own"),
+    ],
+)
+def test_up_refuses_a_bad_port_as_a_usage_error_before_starting_anything(
+    tmp_path: Path, given: str, error: str
+) -> None:
+    refused = subprocess.run(
+        [DATAMESH, "up", "--data-dir", str(tmp_path / "data"), "--port", given]
+        + (["--port", f"{DOMAINS[0]}=9001"] if given == "mesh=9001" else []),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ | {"COLUMNS": "1000", "NO_COLOR": "1"},
+    )
+    assert refused.returncode == 2
+    assert f"Invalid value for --port: {error}" in refused.stderr
+    assert not (tmp_path / "data").exists()  # nothing started, nothing written
+
+
 def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    ports = {"mesh": free_port(), "sales": free_port(), "marketing": free_port()}
+    ports = _free_ports()
     mesh = Mesh(data_dir, ports)
     try:
         mesh.wait_for("DataMesh is up")
         mesh.wait_for("Press Ctrl-C")
         printed = "".join(mesh.output)
-        assert f"http://127.0.0.1:{ports['sales']}/sales/docs" in printed
-        assert f"http://127.0.0.1:{ports['marketing']}/marketing/docs" in printed
-        assert f"http://127.0.0.1:{ports['mesh']}/mesh/docs" in printed
+        for name, port in ports.items():
+            assert f"http://127.0.0.1:{port}/{name}/docs" in printed
         assert "loaded sample data as of 2024-10-18" in printed
         assert (data_dir / "jwt-secret").stat().st_mode & 0o777 == 0o600
         assert (data_dir / "pseudonym-secret").stat().st_mode & 0o777 == 0o600
@@ -171,15 +202,14 @@ def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert len(journey.json()) == 3
         ready = httpx.get(f"http://127.0.0.1:{ports['mesh']}/mesh/readyz")
-        assert ready.json() == {"ready": True, "domains": {"sales": "ready", "marketing": "ready"}}
+        assert ready.json() == {"ready": True, "domains": dict.fromkeys(DOMAINS, "ready")}
         # each service is given its own database's URL only, the mesh none
         assert _database_urls_given(ports) == {
             "mesh": set(),
-            "sales": {"SALES_DATABASE_URL"},
-            "marketing": {"MARKETING_DATABASE_URL"},
+            **{name: {f"{name.upper()}_DATABASE_URL"} for name in DOMAINS},
         }
         # each service is connected as its domain's role (data only), not as the owner
-        for name in ("sales", "marketing"):
+        for name in DOMAINS:
             assert _connected_as(data_dir, name) == {f"{name}_service"}
             role_password = data_dir / "postgres" / f"{name}.{name}_service.password"
             assert role_password.stat().st_mode & 0o777 == 0o600
@@ -203,7 +233,7 @@ def test_up_restarts_a_domain_database_that_died_and_the_domain_answers_again(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "data"
-    ports = {"mesh": free_port(), "sales": free_port(), "marketing": free_port()}
+    ports = _free_ports()
     mesh = Mesh(data_dir, ports)
     try:
         mesh.wait_for("Press Ctrl-C")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services import DOMAINS, domain
+from services import DOMAINS, domain, registered
 from shared.docs import ASSETS, SWAGGER_UI_VERSION, assets_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,3 +37,11 @@ def test_the_vendored_swagger_ui_is_the_version_it_is_served_as() -> None:
     for name in ASSETS:
         assert (swagger_ui / name).stat().st_size > 0
     assert (swagger_ui / "LICENSE").read_text().split()[:3] == ["Apache", "License", "Version"]
+
+
+def test_readme_gives_every_domain_its_port_and_persona() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for declared in registered():
+        name, port = declared.name, declared.port
+        assert f"| {name:<9} | http://127.0.0.1:{port}/{name}/ " in readme
+        assert f"| `{name}_analyst`" in readme

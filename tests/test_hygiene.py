@@ -24,6 +24,7 @@ from pydantic import ValidationError
 import shared.hygiene
 from services import DOMAINS, domain
 from services.federation.app import create_app
+from services.federation.settings import RATE_LIMIT_PER_MINUTE as MESH_RATE_LIMIT_PER_MINUTE
 from services.federation.settings import FederationSettings
 from shared.app import create_domain_app, service_app
 from shared.docs import SWAGGER_UI, SWAGGER_UI_VERSION
@@ -106,7 +107,14 @@ def probe_app(settings: MeshSettings) -> FastAPI:
     async def nothing(app: FastAPI) -> AsyncIterator[None]:
         yield
 
-    app = service_app("probe", "Probe", "A service to probe.", lifespan=nothing, settings=settings)
+    app = service_app(
+        "probe",
+        "Probe",
+        "A service to probe.",
+        lifespan=nothing,
+        rate_limit_per_minute=600,
+        settings=settings,
+    )
 
     @app.post("/probe/echo")
     async def echo(request: Request) -> dict[str, int]:
@@ -125,14 +133,11 @@ def probe_app(settings: MeshSettings) -> FastAPI:
 def test_each_service_has_its_own_default_rate_and_the_setting_overrides_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert [rate_limit_for(s, defaults()) for s in ("sales", "marketing", "mesh")] == [
-        1000,
-        500,
-        600,
-    ]
-    assert rate_limit_for("finance", defaults()) == 600
+    declared = [domain("sales").rate_limit_per_minute, domain("marketing").rate_limit_per_minute]
+    assert [*declared, MESH_RATE_LIMIT_PER_MINUTE] == [1000, 500, 600]
+    assert [rate_limit_for(rate, defaults()) for rate in declared] == [1000, 500]
     monkeypatch.setenv("DATAMESH_RATE_LIMIT_PER_MINUTE", "42")
-    assert rate_limit_for("sales", MeshSettings()) == 42
+    assert rate_limit_for(1000, MeshSettings()) == 42
 
 
 async def test_the_1001st_request_within_a_minute_to_sales_gets_429_with_retry_after(

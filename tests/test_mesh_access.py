@@ -11,10 +11,10 @@ import httpx
 import psycopg
 import pytest
 
-from services import domain, sample
+from services import PERSONAS, domain, sample
 from services.federation.metrics import METRICS
 from shared.app import create_domain_app
-from shared.auth import PERSONAS, Caller, Principal, caller_of
+from shared.auth import Caller, Principal, caller_of
 from shared.settings import MeshSettings
 from tests.conftest import AS_OF, create_database, mesh_client, owner_url, token
 from tests.postgres import PostgresServer

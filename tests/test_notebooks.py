@@ -24,13 +24,12 @@ import asyncpg
 import jwt
 import pytest
 
-from services import domain
+from services import PERSONAS, domain
 from services.federation.app import create_app
 from services.federation.settings import FederationSettings
 from services.marketing import scale as marketing_scale
 from services.sales import scale as sales_scale
 from shared.app import create_domain_app
-from shared.auth import PERSONAS
 from shared.sample_data import seed_if_empty
 from shared.settings import MeshSettings
 from tests.conftest import AS_OF, TEST_SECRET, create_database, owner_url, token

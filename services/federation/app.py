@@ -16,7 +16,7 @@ from services.federation.catalog import catalog, metric_entry, quality_overview
 from services.federation.compute import compute
 from services.federation.fetch import DomainRegistry, Period, ServiceToken
 from services.federation.metrics import METRICS, Metric
-from services.federation.settings import FederationSettings
+from services.federation.settings import RATE_LIMIT_PER_MINUTE, FederationSettings
 from shared.api import Handler, add_read_routes, parse_request, respond
 from shared.app import service_app
 from shared.auth import AuthSettings, Forbidden, principal_of, require
@@ -126,6 +126,7 @@ def create_app(
         "PostgREST grammar, JSON/CSV/NDJSON/Arrow/Parquet, problem+json errors. A domain that "
         "is down answers 503 naming it; one that is too slow, 504.",
         lifespan=lifespan,
+        rate_limit_per_minute=RATE_LIMIT_PER_MINUTE,
         auth=auth,
         settings=mesh_settings,
     )

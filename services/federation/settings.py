@@ -5,6 +5,18 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services import registered
+
+# the mesh's own policy, as a domain's is in its declaration: the port `datamesh up` serves it
+# on unless told otherwise, and the requests a caller may make per minute
+PORT = 8000
+RATE_LIMIT_PER_MINUTE = 600
+
+
+def local_registry() -> dict[str, str]:
+    """Every registered domain at its default port on this machine (as `datamesh up` serves)."""
+    return {d.name: f"http://127.0.0.1:{d.port}" for d in registered()}
+
 
 class FederationSettings(BaseSettings):
     """The domain registry, the HTTP client's timeouts, retries and circuit breakers."""
@@ -12,11 +24,9 @@ class FederationSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MESH_", env_file=".env", extra="ignore")
 
     domains: dict[str, str] = Field(
-        default_factory=lambda: {
-            "sales": "http://127.0.0.1:8001",
-            "marketing": "http://127.0.0.1:8002",
-        },
-        description="Domain name -> base URL (JSON in MESH_DOMAINS).",
+        default_factory=local_registry,
+        description="Domain name -> base URL (JSON in MESH_DOMAINS; default: every registered "
+        "domain at its default port on 127.0.0.1).",
     )
     connect_timeout_seconds: float = Field(2.0, gt=0)
     read_timeout_seconds: float = Field(30.0, gt=0)

@@ -620,4 +620,6 @@ DOMAIN = Domain(
         LEAD_FUNNEL,
     ),
     writes=WRITES,
+    port=8002,
+    rate_limit_per_minute=500,
 )

@@ -494,4 +494,6 @@ DOMAIN = Domain(
         PRODUCT_PERFORMANCE,
     ),
     writes=WRITES,
+    port=8001,
+    rate_limit_per_minute=1000,
 )

@@ -1,0 +1,233 @@
+"""A domain is its package and its migration tree, found from one registration: the framework
+names no domain, and everything that lists the domains derives from the registered ones."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+import services
+from services import DOMAINS, cli
+from services.federation.settings import FederationSettings
+from services.generated import generated, stale
+from shared import migrations
+from shared.app import create_domain_app
+from shared.auth import known_scopes
+from shared.hygiene import RequestLimits
+from shared.products import Domain
+from shared.settings import MeshSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+DATAMESH = str(Path(sys.executable).parent / "datamesh")
+# the framework: shared/ and the mesh's machinery; the mesh's metric declarations name the
+# products they read (and shared/swagger_ui/ holds Swagger UI's own files, vendored as published)
+FRAMEWORK = [
+    path
+    for folder in ("shared", "services/federation")
+    for path in sorted((ROOT / folder).rglob("*"))
+    if path.is_file()
+    and "__pycache__" not in path.parts
+    and "swagger_ui" not in path.parts
+    and path != ROOT / "services/federation/metrics.py"
+]
+
+
+def mentions(text: str, names: tuple[str, ...]) -> list[str]:
+    """The names that appear in the text as whole words, in any case; `_`, `.`, `:` and `-`
+    separate words (`<domain>_analyst`, `<DOMAIN>_DATABASE_URL`, `services.<domain>.app`)."""
+    found = re.findall(
+        rf"(?<![a-z0-9])({'|'.join(map(re.escape, names))})(?![a-z0-9])", text, re.IGNORECASE
+    )
+    return [name.lower() for name in found]
+
+
+def test_a_domain_name_is_found_in_any_spelling_as_a_whole_word() -> None:
+    names = ("sales", "marketing")
+    for text in ("sales:pii", "SALES_DATABASE_URL", "services.sales.app:app", "# by Sales,"):
+        assert mentions(text, names) == ["sales"], text
+    assert mentions("marketing_analyst or sales_analyst", names) == ["marketing", "sales"]
+    assert mentions("wholesales and remarketings, salesforce", names) == []
+
+
+def test_no_domain_name_in_the_framework() -> None:
+    assert len(FRAMEWORK) > 30  # shared/ and services/federation/ were found
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in FRAMEWORK
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if mentions(line, DOMAINS)
+    ]
+    assert found == [], "the framework names a domain:\n" + "\n".join(found)
+
+
+def test_the_domains_are_the_registered_ones_in_the_order_of_their_ports() -> None:
+    assert DOMAINS == ("sales", "marketing")
+    assert [(d.name, d.port, d.rate_limit_per_minute) for d in services.registered()] == [
+        ("sales", 8001, 1000),
+        ("marketing", 8002, 500),
+    ]
+    assert cli.default_ports() == {"sales": 8001, "marketing": 8002, "mesh": 8000}
+
+
+def test_the_generated_files_are_the_committed_ones() -> None:
+    files = generated(services.registered(), {name: services.package(name) for name in DOMAINS})
+    assert stale(ROOT, files) == [], "run `datamesh generate` and commit what it writes"
+
+
+# --- a made-up third domain, registered as any domain is -----------------------------------
+
+FINANCE_PRODUCTS = '''\
+"""A made-up domain of the tests, registered by an entry point like every other."""
+
+from shared.products import Domain
+
+DOMAIN = Domain(
+    name="finance",
+    title="Finance",
+    description="Invoices and payments",
+    owner="finance-team@example.com",
+    update_frequency="daily",
+    data_classification="confidential",
+    database="finance_db",
+    port=8003,
+    rate_limit_per_minute=250,
+)
+'''
+
+
+@pytest.fixture
+def finance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A `finance` domain in a distribution of its own: a package and its entry point in the
+    `datamesh.domains` group (the one registration), on the path; the directory holding it."""
+    package = tmp_path / "finance_domain"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""The finance domain."""\n')
+    (package / "products.py").write_text(FINANCE_PRODUCTS)
+    metadata = tmp_path / "finance_domain-0.1.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: finance-domain\nVersion: 0.1\n"
+    )
+    (metadata / "entry_points.txt").write_text(
+        f"[{services.ENTRY_POINT_GROUP}]\nfinance = finance_domain\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("MESH_DOMAINS", raising=False)
+    services._registry.cache_clear()
+    try:
+        yield tmp_path
+    finally:
+        services._registry.cache_clear()
+        for module in ("finance_domain.products", "finance_domain"):
+            sys.modules.pop(module, None)
+
+
+def test_a_registered_domain_is_picked_up_everywhere(finance: Path) -> None:
+    assert services.DOMAINS == ("sales", "marketing", "finance")
+    assert services.domain("finance").owner == "finance-team@example.com"
+    assert services.package("finance") == "finance_domain"
+    assert cli.default_ports() == {"sales": 8001, "marketing": 8002, "finance": 8003, "mesh": 8000}
+    assert services.PERSONAS == {
+        "admin": ("admin",),
+        "sales_analyst": ("sales:read", "mesh:read"),
+        "marketing_analyst": ("marketing:read", "mesh:read"),
+        "finance_analyst": ("finance:read", "mesh:read"),
+        "analyst": ("sales:read", "marketing:read", "finance:read", "mesh:read"),
+    }
+    assert {"finance:read", "finance:pii", "finance:write"} <= set(known_scopes(services.DOMAINS))
+    assert FederationSettings().domains == {
+        "sales": "http://127.0.0.1:8001",
+        "marketing": "http://127.0.0.1:8002",
+        "finance": "http://127.0.0.1:8003",
+    }
+    app = create_domain_app(
+        services.domain("finance"), settings=MeshSettings(rate_limit_per_minute=None)
+    )
+    [limits] = [m for m in app.user_middleware if m.cls is RequestLimits]
+    assert limits.kwargs["per_minute"] == 250
+    location = migrations.alembic_config("finance").get_main_option("script_location")
+    assert location == str(ROOT / "migrations" / "finance")  # found by convention
+    files = generated(
+        services.registered(), {name: services.package(name) for name in services.DOMAINS}
+    )
+    compose = files["docker-compose.yml"]
+    assert "  finance-db:\n" in compose
+    assert '"finance_domain.app:app", "--host", "0.0.0.0", "--port", "8003"' in compose
+    assert '"finance": "http://finance:8003"' in compose
+    assert "FINANCE_SERVICE_DB_PASSWORD=\n" in files[".env.example"]
+    assert "[finance]\nscript_location = %(here)s/migrations/finance\n" in files["alembic.ini"]
+
+
+def test_the_command_line_offers_a_registered_domain(finance: Path) -> None:
+    secret = "s" * 48
+    env = os.environ | {"PYTHONPATH": str(finance), "COLUMNS": "1000", "NO_COLOR": "1"}
+    env["DATAMESH_JWT_SECRET"] = secret
+
+    def datamesh(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [DATAMESH, *args], capture_output=True, text=True, timeout=60, env=env, cwd=finance
+        )
+
+    helped = datamesh("up", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert re.search(r"--port-finance .*DATAMESH_PORT_FINANCE.*\[default: 8003\]", helped.stdout)
+    refused = datamesh("up", "--data-dir", str(finance / "data"), "--port", "finance=8001")
+    assert refused.returncode == 2
+    assert "port 8001 is given to sales and finance" in refused.stderr
+    assert not (finance / "data").exists()
+    minted = datamesh("token", "--persona", "finance_analyst")
+    assert minted.returncode == 0, minted.stderr
+    claims = jwt.decode(minted.stdout.strip(), secret, algorithms=["HS256"], audience="datamesh")
+    assert claims["scope"] == "finance:read mesh:read"
+
+
+def test_a_domain_must_declare_its_port_and_a_port_of_its_own(
+    finance: Path,
+) -> None:
+    products = finance / "finance_domain" / "products.py"
+    products.write_text(FINANCE_PRODUCTS.replace("port=8003", "port=8002"))
+    with pytest.raises(
+        RuntimeError, match="Domains 'finance' and 'marketing' both declare port 8002"
+    ):
+        services.registered()
+    services._registry.cache_clear()
+    sys.modules.pop("finance_domain.products", None)
+    products.write_text(FINANCE_PRODUCTS.replace("    port=8003,\n", ""))
+    with pytest.raises(
+        RuntimeError, match=r"Domain 'finance' \(finance_domain.products\) declares no port"
+    ):
+        services.registered()
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"name": "Finance"}, "Domain name 'Finance' must be lowercase letters"),
+        ({"name": "fin-ance"}, "Domain name 'fin-ance' must be lowercase letters"),
+        ({"name": "mesh"}, "Domain name 'mesh' is the federation service's"),
+        ({"port": 70000}, "Domain 'finance': port 70000 is not a TCP port"),
+        ({"rate_limit_per_minute": -1}, "Domain 'finance': a negative rate limit"),
+    ],
+)
+def test_a_declaration_with_a_bad_name_port_or_rate_is_refused(
+    changes: dict[str, object], error: str
+) -> None:
+    fields: dict[str, object] = {
+        "name": "finance",
+        "title": "Finance",
+        "description": "Invoices and payments",
+        "owner": "finance-team@example.com",
+        "update_frequency": "daily",
+        "data_classification": "confidential",
+        "database": "finance_db",
+        "port": 8003,
+    }
+    with pytest.raises(ValueError, match=re.escape(error)):
+        Domain(**(fields | changes))  # type: ignore[arg-type]
