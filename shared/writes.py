@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     create_model,
 )
@@ -409,6 +411,35 @@ def _within_dates(column: Column) -> Callable[[Any], Any]:
     return check
 
 
+_DATE_SHAPE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+# RFC 3339's date-time (JSON Schema's format): seconds and an offset required
+_TIMESTAMP_SHAPE = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
+def _shaped(column: Column) -> Callable[[Any], Any]:
+    """Dates and timestamps as text in the shape OpenAPI states (a timestamp's `T`; no unix
+    numbers, no other spellings pydantic would take); their range is checked after."""
+    date = column.type is ColumnType.DATE
+    shape, kind = (
+        (_DATE_SHAPE, "a date, YYYY-MM-DD")
+        if date
+        else (_TIMESTAMP_SHAPE, "a timestamp, YYYY-MM-DDThh:mm:ss with an offset")
+    )
+
+    def check(value: Any) -> Any:
+        if isinstance(value, dt.date):  # a value given in Python (a default), not JSON
+            return value
+        if not isinstance(value, str) or not shape.search(value):
+            raise PydanticCustomError(
+                "date_shape", "{value} is not {kind}", {"value": repr(value)[:40], "kind": kind}
+            )
+        return value
+
+    return check
+
+
 def year_pattern(first: int, last: int) -> str:
     """A regular expression matching exactly the four-digit years first to last, by whole
     centuries and decades where it can (1900 to 2199: `19\\d\\d|20\\d\\d|21\\d\\d`)."""
@@ -490,10 +521,13 @@ def annotation(rule: FieldRule, *, strict: bool) -> Any:
         kind = Annotated[
             Decimal, Field(**{k: v for k, v in limits.items() if v is not None}), *validators
         ]
-    elif column.type is ColumnType.DATE:
-        kind = Annotated[dt.date, AfterValidator(_within_dates(column))]
-    elif column.type is ColumnType.TIMESTAMP:
-        kind = Annotated[dt.datetime, AfterValidator(_within_dates(column))]
+    elif column.type in (ColumnType.DATE, ColumnType.TIMESTAMP):
+        # the text as OpenAPI states it (pydantic alone would also take other spellings), then
+        # the day within the column's range; a timestamp with its offset
+        shaped = BeforeValidator(_shaped(column))
+        within = AfterValidator(_within_dates(column))
+        base = dt.date if column.type is ColumnType.DATE else AwareDatetime
+        kind = Annotated[base, Strict(False), shaped, within]
     else:
         kind = bool
     return kind | None if column.nullable else kind

@@ -27,6 +27,7 @@ from alembic import command
 from services import DOMAINS, domain, sample
 from services.federation.metrics import METRICS
 from shared.app import create_domain_app
+from shared.checks import AcceptedValues
 from shared.column_schema import declared_limits
 from shared.migrations import alembic_config
 from shared.settings import MeshSettings
@@ -239,7 +240,7 @@ def test_the_migration_leaves_a_limit_not_valid_where_existing_rows_break_it(
         )
     command.upgrade(alembic_config("sales", url), "head")
     with psycopg.connect(url, autocommit=True) as conn:
-        valid = dict(
+        valid: dict[str, bool] = dict(
             conn.execute(
                 "SELECT conname, convalidated FROM pg_constraint WHERE conname IN "
                 "('orders_order_date_range_check', 'customers_customer_name_length_check')"
@@ -592,7 +593,11 @@ async def test_a_lead_from_the_website_is_accepted_and_checks_and_writes_share_o
     assert response.json()["lead_source"] == "Website"
     leads = domain("marketing").product("leads")
     assert leads is not None
-    (check,) = [c for c in leads.checks if c.name == "accepted_values:lead_source"]
+    (check,) = [
+        c
+        for c in leads.checks
+        if isinstance(c, AcceptedValues) and c.name == "accepted_values:lead_source"
+    ]
     document = (await marketing.get("/marketing/openapi.json")).json()
     creation = document["paths"]["/marketing/v1/leads"]["post"]["requestBody"]["content"]
     schema = creation["application/json"]["schema"]["properties"]["lead_source"]
