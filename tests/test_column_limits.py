@@ -604,7 +604,7 @@ async def test_a_lead_from_the_website_is_accepted_and_checks_and_writes_share_o
     assert (
         schema["enum"]
         == list(check.values)
-        == [  # type: ignore[attr-defined]
+        == [
             "Website",
             "LinkedIn",
             "Google Ads",
