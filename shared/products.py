@@ -234,7 +234,7 @@ class ServiceLevels:
 
 
 # names a product may not take: they are routes of every domain
-RESERVED_PRODUCT_NAMES = frozenset({"metadata", "quality", "contracts"})
+RESERVED_PRODUCT_NAMES = frozenset({"metadata", "quality", "contracts", "corrections"})
 
 
 @dataclass(frozen=True)

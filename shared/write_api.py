@@ -693,6 +693,9 @@ def write_router(
     return both
 
 
+CORRECTIONS_PREFIX = "/{domain}/v1/corrections"
+
+
 def admin_scope(domain: Domain) -> str:
     """The scope of a domain's corrections (the `admin` scope holds it too)."""
     return f"{domain.name}:admin"
@@ -749,7 +752,9 @@ def _add_correction(
     assert key_column is not None
     shape = correction_shape(product)
     model = shape.model(strict=True)
-    path = product_path(domain.name, product)
+    # under a prefix of its own: a table's own paths (`/{key}`, a PUT's `/{a}/{b}`) would
+    # take `/{key}/correction` as theirs
+    path = f"{CORRECTIONS_PREFIX.format(domain=domain.name)}/{product.name}"
 
     async def correct(request: Request) -> Response:
         _only(request)
@@ -785,7 +790,7 @@ def _add_correction(
         return await _transaction(request, domain, database(), body, run)
 
     router.add_api_route(
-        f"{path}/{{{key_name}}}/correction",
+        f"{path}/{{{key_name}}}",
         correct,
         methods=["PATCH"],
         name=f"correct_{product.source}",

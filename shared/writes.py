@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shared.checks import AcceptedValues, Pattern, Range
+from shared.checks import AcceptedValues, Pattern, Range, References
 from shared.errors import Problem
 from shared.products import Column, ColumnType, Product
 
@@ -286,6 +286,9 @@ class FieldRule:
     minimum: Decimal | None
     maximum: Decimal | None
     pattern: str | None
+    # the table and column a value must exist in (a foreign key): JSON Schema cannot say which
+    # values those are, the description does
+    references: tuple[str, str] | None = None
 
     @property
     def scale(self) -> int:
@@ -327,7 +330,15 @@ def field_rule(
                 maximum = Decimal(str(check.maximum))
         elif isinstance(check, Pattern):
             pattern = check.regex
-    return FieldRule(column, choices, minimum, maximum, pattern)
+    references = next(
+        (
+            (check.target_table, check.target_columns[0])
+            for check in product.checks
+            if isinstance(check, References) and check.columns == (column.name,)
+        ),
+        None,
+    )
+    return FieldRule(column, choices, minimum, maximum, pattern, references)
 
 
 def _no_float_noise(scale: int) -> Callable[[Any], Any]:
@@ -568,6 +579,11 @@ def json_schema(rule: FieldRule) -> dict[str, Any]:
     if column.nullable:
         schema = {"anyOf": [schema, {"type": "null"}]}
     schema["description"] = column.description + _range_note(column)
+    if rule.references:
+        table, target = rule.references
+        schema["description"] += (
+            f" Must be the {target} of an existing row of {table} (else 422, naming it)."
+        )
     return schema
 
 

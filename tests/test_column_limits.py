@@ -356,7 +356,7 @@ async def test_an_admin_correction_sets_a_column_no_patch_may_and_is_audited(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     order_id = infinite_rows["order_id"]
-    path = f"/sales/v1/orders/{order_id}/correction"
+    path = f"/sales/v1/corrections/orders/{order_id}"
     body = {"order_date": "2024-10-01"}
     patched = await sales.patch(f"/sales/v1/orders/{order_id}", json=body)
     assert patched.status_code == 422  # order_date is not a PATCH's
@@ -394,7 +394,7 @@ async def test_an_admin_correction_sets_a_column_no_patch_may_and_is_audited(
 async def test_a_correction_is_checked_by_the_declarations_and_the_database(
     sales: httpx.AsyncClient,
 ) -> None:
-    path = "/sales/v1/orders/1/correction"
+    path = "/sales/v1/corrections/orders/1"
     response = await sales.patch(path, json={"order_date": "9999-12-31"}, headers=OWNER["sales"])
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["order_date"]
@@ -403,12 +403,12 @@ async def test_a_correction_is_checked_by_the_declarations_and_the_database(
     response = await sales.patch(path, json={}, headers=OWNER["sales"])
     assert response.status_code == 422
     missing = await sales.patch(
-        "/sales/v1/orders/999999/correction", json={"sales_rep": "X"}, headers=OWNER["sales"]
+        "/sales/v1/corrections/orders/999999", json={"sales_rep": "X"}, headers=OWNER["sales"]
     )
     assert missing.status_code == 404
     # a table without writes of its own is correctable too
     item = await sales.patch(
-        "/sales/v1/order-items/1/correction", json={"quantity": 3}, headers=OWNER["sales"]
+        "/sales/v1/corrections/order-items/1", json={"quantity": 3}, headers=OWNER["sales"]
     )
     assert (item.status_code, item.json()["quantity"]) == (200, 3)
 
@@ -560,7 +560,7 @@ async def test_a_failing_view_refresh_is_reported_in_the_metadata_and_logged(
     )
     # the owner corrects the row: refreshes succeed again and the metadata says so
     response = await sales.patch(
-        f"/sales/v1/customers/{customer_id}/correction",
+        f"/sales/v1/corrections/customers/{customer_id}",
         json={"customer_name": "Huge Co"},
         headers=OWNER["sales"],
     )
@@ -686,7 +686,7 @@ async def test_write_schemas_state_lengths_and_date_ranges_the_api_enforces(
         "pattern": r"^(19\d\d|20\d\d|21\d\d)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$",
         "description": "Date the order was placed. From 1900-01-01 to 2199-12-31.",
     }
-    correction = document["paths"]["/sales/v1/orders/{order_id}/correction"]["patch"]
+    correction = document["paths"]["/sales/v1/corrections/orders/{order_id}"]["patch"]
     body = correction["requestBody"]["content"]["application/json"]["schema"]
     assert body["minProperties"] == 1 and "order_date" in body["properties"]
     body = {"email": "edge@example.com", "country": "USA", "company_size": "Small"}
