@@ -782,12 +782,14 @@ def _add_correction(
                 )
             text = await view.render(context.conn, key)
             assert text is not None
-            _audit(request, "correction", product, key, list(changes))
             return Response(
                 text, media_type=JSON_TYPE, headers={"ETag": entity_tag(text), **view.masked}
             )
 
-        return await _transaction(request, domain, database(), body, run)
+        response = await _transaction(request, domain, database(), body, run)
+        if REPLAYED not in response.headers:  # committed now (a replay wrote nothing)
+            _audit(request, "correction", product, key, list(changes))
+        return response
 
     router.add_api_route(
         f"{path}/{{{key_name}}}",
@@ -1043,10 +1045,12 @@ def _add_table(
                     raise _still_referenced(domain, product, key, exc) from None
                 if not deleted:
                     raise _absent(writer, key)
-                _audit(request, "deletion", product, key, [])
                 return Response(status_code=204)
 
-            return await _transaction(request, domain, database(), b"", run)
+            response = await _transaction(request, domain, database(), b"", run)
+            if REPLAYED not in response.headers:  # committed now (a replay wrote nothing)
+                _audit(request, "deletion", product, key, [])
+            return response
 
         children_note = (
             f" Its rows of `{writes.children.product}` are deleted with it."

@@ -264,7 +264,7 @@ def infinite_rows(databases: dict[str, str]) -> dict[str, Any]:
     sales_url, marketing_url = databases["sales"], databases["marketing"]
     owner_sql(
         sales_url,
-        "ALTER TABLE orders DROP CONSTRAINT orders_order_date_range_check",
+        "ALTER TABLE orders DROP CONSTRAINT IF EXISTS orders_order_date_range_check",
         "INSERT INTO orders (customer_id, order_date, order_status, total_amount, "
         "payment_method, sales_rep, region) VALUES "
         "(3, 'infinity', 'Pending', 0, 'Wire Transfer', 'Dana Lee', 'North America')",
@@ -274,7 +274,7 @@ def infinite_rows(databases: dict[str, str]) -> dict[str, Any]:
     (order_id,) = owner_sql(sales_url, "SELECT max(order_id) FROM orders")[0]
     owner_sql(
         marketing_url,
-        "ALTER TABLE leads DROP CONSTRAINT leads_created_at_range_check",
+        "ALTER TABLE leads DROP CONSTRAINT IF EXISTS leads_created_at_range_check",
         "ALTER TABLE leads DROP CONSTRAINT leads_converted_after_created_check",
         "INSERT INTO leads (first_name, last_name, email, lead_source, lead_score, status, "
         "campaign_id, created_at) VALUES ('Ina', 'Finite', 'ina@example.com', 'Email', 5, "
