@@ -365,6 +365,14 @@ def _json_number(value: Any) -> Any:
     return value
 
 
+def _integral(value: Any) -> Any:
+    # JSON Schema's integer is any number without a fractional part: 3.0 is one (and clients
+    # send it so); pydantic's strict int would refuse it
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _ascii_number(value: Any) -> Any:
     # Python's Decimal reads other scripts' digits (full-width ones); a CSV cell's number is ASCII
     if isinstance(value, str) and not value.isascii():
@@ -513,7 +521,7 @@ def annotation(rule: FieldRule, *, strict: bool) -> Any:
             kind = Annotated[str, *checks]
     elif column.type in (ColumnType.INTEGER, ColumnType.BIGINT):
         low, high = rule.integer_bounds()
-        kind = Annotated[int, Field(ge=low, le=high)]
+        kind = Annotated[int, Field(ge=low, le=high), BeforeValidator(_integral)]
     elif rule.numeric:
         bound = rule.numeric_bound()
         limits: dict[str, Any] = {

@@ -18,10 +18,13 @@ from typing import Any
 
 import asyncpg
 import httpx
+import hypothesis
+import orjson
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import schemathesis
 from alembic import command
 
 from services import DOMAINS, domain, sample
@@ -31,7 +34,9 @@ from shared.checks import AcceptedValues
 from shared.column_schema import declared_limits
 from shared.migrations import alembic_config
 from shared.settings import MeshSettings
+from shared.write_api import TableWriter
 from shared.write_store import database_problem
+from shared.writes import BodyShape, InvalidBody, correction_shape, validate_body
 from tests.conftest import AS_OF, app_client, create_database, mesh_client, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served
@@ -695,3 +700,79 @@ async def test_write_schemas_state_lengths_and_date_ranges_the_api_enforces(
     body["email"] = "edge2@example.com"
     over = await sales.post("/sales/v1/customers", json={**body, "customer_name": "n" * 201})
     assert over.status_code == 422
+
+
+async def test_an_integer_written_as_3_0_is_one_as_json_schema_says(
+    sales: httpx.AsyncClient,
+) -> None:
+    body = order("2024-10-03")
+    body["customer_id"] = 3.0
+    body["items"] = [{"product_id": 2.0, "quantity": 2.0}]
+    response = await sales.post("/sales/v1/orders", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["customer_id"] == 3
+    response = await sales.post("/sales/v1/orders", json={**body, "customer_id": 3.5})
+    assert response.status_code == 422
+
+
+def _write_shapes(name: str) -> dict[tuple[str, str], BodyShape]:
+    """The body shape of each write operation of the domain: (method, OpenAPI path)."""
+    declared = domain(name)
+    shapes: dict[tuple[str, str], BodyShape] = {}
+    for writes in declared.writes:
+        writer = TableWriter(declared, writes)
+        path = f"/{name}/v1/{writer.product.name}"
+        if writes.create:
+            shapes[("POST", path)] = writer.creation
+        if writer.change_body:
+            shapes[("PATCH", f"{path}/{{{writer.key}}}")] = writer.change_body
+        if writer.replacement:
+            in_path = [n for n in writes.upsert_key if n not in writes.upsert_query]
+            shapes[("PUT", path + "".join(f"/{{{n}}}" for n in in_path))] = writer.replacement
+    for product in declared.products:
+        if product.is_table:
+            path = f"/{name}/v1/corrections/{product.name}/{{{product.key[0]}}}"
+            shapes[("PATCH", path)] = correction_shape(product)
+    return shapes
+
+
+@pytest.mark.parametrize("name", DOMAINS)
+def test_every_body_a_write_schema_allows_passes_every_single_field_rule(name: str) -> None:
+    """What the OpenAPI states is what the validation enforces: bodies generated from each
+    write operation's schema are never refused by a field's own rule (only by the data's state
+    or a rule between fields, which JSON Schema cannot state)."""
+    schema = schemathesis.openapi.from_dict(create_domain_app(domain(name)).openapi())
+    shapes = _write_shapes(name)
+    operations = [
+        operation
+        for result in schema.get_all_operations()
+        if (operation := result.ok()) is not None  # type: ignore[union-attr]
+        and (operation.method.upper(), operation.path) in shapes
+    ]
+    assert len(operations) == len(shapes)
+    refused: list[tuple[str, str, str]] = []
+    for operation in operations:
+        refused += _refusals(operation, shapes[(operation.method.upper(), operation.path)])
+    assert refused == []
+
+
+def _refusals(operation: Any, shape: BodyShape) -> list[tuple[str, str, str]]:
+    """The single-field refusals of bodies generated from the operation's request schema."""
+    model = shape.model(strict=True)
+    refused: list[tuple[str, str, str]] = []
+
+    @hypothesis.settings(
+        max_examples=25,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    @hypothesis.given(operation.as_strategy())
+    def check(case: schemathesis.Case) -> None:
+        try:
+            validate_body(model, orjson.dumps(case.body), known=shape.names)
+        except InvalidBody as invalid:
+            refused.extend((operation.path, e.field, e.message) for e in invalid.field_errors)
+
+    check()
+    return refused
