@@ -12,7 +12,7 @@ constraints with the declarations.
 Rows already out of their limits when the migration runs do not stop it: each constraint is
 added NOT VALID (every new or changed row must keep it) and validated only when no row breaks
 it; otherwise it stays NOT VALID, the migration logs how many rows break it, and the owner
-corrects them through the API (docs/writes.md, Corrections), then validates the constraint
+corrects them through the API (docs/writes.md, Deleting and correcting rows), then validates the constraint
 (`ALTER TABLE ... VALIDATE CONSTRAINT ...`, or run `validate_declared_limits`).
 """
 
