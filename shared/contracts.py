@@ -515,6 +515,23 @@ def negotiate_contract(format_parameter: str | None, accept: str | None) -> str:
     )
 
 
+# What every contract document holds at its top (ODCS v3), in YAML and JSON alike
+_CONTRACT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": f"An Open Data Contract Standard {ODCS_API_VERSION} data contract.",
+    "required": ["apiVersion", "kind", "id", "name", "version", "status", "schema"],
+    "properties": {
+        "apiVersion": {"type": "string", "enum": [ODCS_API_VERSION]},
+        "kind": {"type": "string", "enum": ["DataContract"]},
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "status": {"type": "string"},
+        "schema": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
 def contract_router(domain: Domain, public_url: str | None = None) -> APIRouter:
     """GET /<domain>/v1/products/{product}/contract for every product of the domain; its server
     is the configured public URL, else the address the request reached."""
@@ -561,8 +578,9 @@ def contract_router(domain: Domain, public_url: str | None = None) -> APIRouter:
             200: {
                 "description": "The contract.",
                 "content": {
-                    YAML_MEDIA_TYPE: {"schema": {"type": "string"}},
-                    JSON_MEDIA_TYPE: {"schema": {"type": "object"}},
+                    # one document in two syntaxes: a YAML answer parses to the same object
+                    YAML_MEDIA_TYPE: {"schema": _CONTRACT_SCHEMA},
+                    JSON_MEDIA_TYPE: {"schema": _CONTRACT_SCHEMA},
                 },
             },
             404: problem("No such product."),

@@ -9,11 +9,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from shared.errors import NotAcceptable
-from shared.products import Column
+from shared.products import DATED, Column
 from shared.values import arrow_type
 
 if TYPE_CHECKING:
@@ -150,13 +151,17 @@ class _Chunks:
 
 
 def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
-    """The Arrow schema of the selected columns, with their descriptions as field metadata."""
+    """The Arrow schema of the selected columns, with their descriptions as field metadata.
+
+    Date and timestamp fields are nullable whatever the column declares: a row holding
+    PostgreSQL's `infinity` or `-infinity` there (the columns' constraints refuse them, but a
+    row may predate them) answers null in Arrow and Parquet."""
     return pa.schema(
         [
             pa.field(
                 c.name,
                 arrow_type(c),
-                nullable=c.nullable,
+                nullable=c.nullable or c.type in DATED,
                 metadata={"description": c.description, "classification": str(c.classification)},
             )
             for c in columns
@@ -164,22 +169,47 @@ def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
     )
 
 
-def csv_to_arrow(schema: pa.Schema, block: bytes) -> list[pa.RecordBatch]:
-    """Rows of PostgreSQL's COPY CSV (no header; columns in schema order; timestamps as ISO
-    8601 text) as record batches of the schema, parsed by Arrow's CSV reader: NULL is an
-    unquoted empty field, a quoted empty field the empty string, booleans t/f."""
-    table = pacsv.read_csv(
+def _read_csv(schema: pa.Schema, block: bytes, null_values: list[str]) -> pa.Table:
+    return pacsv.read_csv(
         io.BytesIO(block),
         read_options=pacsv.ReadOptions(column_names=schema.names),
         convert_options=pacsv.ConvertOptions(
             column_types=schema,
-            null_values=[""],
+            null_values=null_values,
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
             true_values=["t"],
             false_values=["f"],
         ),
     )
+
+
+def csv_to_arrow(schema: pa.Schema, block: bytes) -> list[pa.RecordBatch]:
+    """Rows of PostgreSQL's COPY CSV (no header; columns in schema order; timestamps as ISO
+    8601 text) as record batches of the schema, parsed by Arrow's CSV reader: NULL is an
+    unquoted empty field, a quoted empty field the empty string, booleans t/f.
+
+    A block that does not parse because a date or timestamp is infinite (or of a year Arrow
+    cannot hold: beyond 9999, or BC) is read again with those values as null, in the date and
+    timestamp columns only."""
+    try:
+        table = _read_csv(schema, block, [""])
+    except pa.ArrowInvalid:
+        dated = [f for f in schema if pa.types.is_date(f.type) or pa.types.is_timestamp(f.type)]
+        if not dated:
+            raise
+        # the dated columns as text first, their infinities as null, then the declared types
+        as_text = pa.schema([f.with_type(pa.string()) if f in dated else f for f in schema])
+        table = _read_csv(as_text, block, [""])
+        for field in dated:
+            index = table.schema.get_field_index(field.name)
+            values = table.column(index)
+            # what Arrow cannot hold either: years beyond 9999 or before Christ
+            held = pc.and_(
+                pc.match_substring_regex(values, r"^\d{4}-"), pc.invert(pc.ends_with(values, " BC"))
+            )
+            finite = pc.if_else(held, values, None)
+            table = table.set_column(index, field, pc.cast(finite, field.type))
     return [
         pa.RecordBatch.from_arrays(batch.columns, schema=schema) for batch in table.to_batches()
     ]

@@ -31,8 +31,15 @@ def recency_columns(product: Product) -> list[str]:
 async def _measure(conn: asyncpg.Connection, product: Product) -> tuple[int, Any]:
     source = quote_ident(product.source)
     columns = recency_columns(product)
+    # the newest value Python can hold: not PostgreSQL's infinity, nor a year beyond 9999
     newest = (
-        "greatest(" + ", ".join(f"max({quote_ident(c)})" for c in columns) + ")"
+        "greatest("
+        + ", ".join(
+            f"max({quote_ident(c)}) FILTER (WHERE {quote_ident(c)} "
+            "BETWEEN '0001-01-02' AND '9999-12-30')"
+            for c in columns
+        )
+        + ")"
         if columns
         else "NULL"
     )

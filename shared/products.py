@@ -27,6 +27,21 @@ class ColumnType(StrEnum):
     BOOLEAN = "boolean"
 
 
+# Every stored text column holds at most this many characters unless it declares another
+# `max_length`: short enough that a value fits any btree index (2,704 bytes a row, 4 bytes a
+# character at most), such as the views' sort indexes.
+DEFAULT_TEXT_LENGTH = 200
+# Every date and timestamp column holds values within these days unless it declares others:
+# business dates, never PostgreSQL's infinity (which 0001-01-01 and 9999-12-31 become through
+# the driver), always a year of four digits. Whole years, so the range can be stated as a
+# pattern in OpenAPI.
+DEFAULT_EARLIEST = dt.date(1900, 1, 1)
+DEFAULT_LATEST = dt.date(2199, 12, 31)
+
+
+DATED = frozenset({ColumnType.DATE, ColumnType.TIMESTAMP})
+
+
 class Classification(StrEnum):
     """How sensitive a column is; PII is masked for callers without the domain's pii scope."""
 
@@ -67,11 +82,46 @@ class Column:
     scale: int = 2
     unique: bool = False
     computed: Pseudonym | None = None
+    max_length: int | None = None  # text: characters at most (default DEFAULT_TEXT_LENGTH)
+    earliest: dt.date | None = None  # date, timestamp: the first day (default DEFAULT_EARLIEST)
+    latest: dt.date | None = None  # date, timestamp: the last day (default DEFAULT_LATEST)
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and (
+            self.type is not ColumnType.TEXT or self.max_length < 1
+        ):
+            raise ValueError(f"Column '{self.name}': max_length is for text columns, at least 1")
+        if (self.earliest or self.latest) and self.type not in DATED:
+            raise ValueError(f"Column '{self.name}': earliest/latest are for dates and timestamps")
+        if self.type in DATED:
+            first, last = self.date_range or (DEFAULT_EARLIEST, DEFAULT_LATEST)
+            if (first.month, first.day) != (1, 1) or (last.month, last.day) != (12, 31):
+                raise ValueError(
+                    f"Column '{self.name}': a date range spans whole years (from January 1 to "
+                    "December 31), so that OpenAPI can state it as a pattern"
+                )
+            if not dt.date(1000, 1, 1) <= first <= last <= dt.date(9998, 12, 31):
+                raise ValueError(f"Column '{self.name}': the date range is empty or too wide")
 
     @property
     def is_pii(self) -> bool:
         """Whether the column is masked for callers without the domain's pii scope."""
         return self.classification is Classification.PII
+
+    @property
+    def length_limit(self) -> int | None:
+        """The most characters a text column holds (None: not a text column)."""
+        if self.type is not ColumnType.TEXT:
+            return None
+        return self.max_length or DEFAULT_TEXT_LENGTH
+
+    @property
+    def date_range(self) -> tuple[dt.date, dt.date] | None:
+        """The first and last day a date or timestamp column holds (timestamps: from the first
+        day's midnight UTC to the end of the last day, UTC); None for other columns."""
+        if self.type not in DATED:
+            return None
+        return (self.earliest or DEFAULT_EARLIEST, self.latest or DEFAULT_LATEST)
 
 
 def pseudonymous_key(name: str, source: Column) -> Column:
@@ -185,7 +235,7 @@ class ServiceLevels:
 
 
 # names a product may not take: they are routes of every domain
-RESERVED_PRODUCT_NAMES = frozenset({"metadata", "quality", "contracts"})
+RESERVED_PRODUCT_NAMES = frozenset({"metadata", "quality", "contracts", "corrections"})
 _DOMAIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 

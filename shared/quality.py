@@ -459,6 +459,10 @@ async def _run_check(
     failed = Outcome.WARN if check.warn_only else Outcome.FAIL
     outcome = Outcome.PASS if row["ok"] else failed
     found = "no rows" if measured is None else f"{_plain(measured)} {measure.unit}"
+    if measured is not None and not measured.is_finite():
+        # an infinite date or timestamp (PostgreSQL's infinity) measures an infinite age: no
+        # number to keep, and not a pass whichever way the comparison went
+        outcome, found, measured = failed, f"an infinite value ({measured} {measure.unit})", None
     message = f"{found}; expected {measure.threshold}"
     if row["detail"]:
         message += f" ({row['detail']})"

@@ -74,8 +74,13 @@ def _out_of_range(column: Column, value: Any) -> str | None:
 
 
 def parse_value(column: Column, text: str, *, parameter: str) -> Any:
-    """The Python value of `text` for the column, or a 400 naming the parameter and value."""
+    """The Python value of `text` for the column, or a 400 naming the parameter and value.
+
+    Numbers, dates, timestamps and booleans are ASCII: Python would read other scripts' digits
+    (full-width, Arabic-Indic) as numbers, PostgreSQL and PostgREST do not."""
     try:
+        if column.type is not ColumnType.TEXT and not text.isascii():
+            raise ValueError("only ASCII digits and signs")
         value = _PARSERS[column.type](text)
     except (ValueError, InvalidOperation, ArithmeticError):
         raise InvalidValue(

@@ -140,3 +140,22 @@ def materialize_downgrade(views: Sequence[MaterializedView], sources: Sequence[s
     op.execute("DROP TABLE IF EXISTS view_refreshes")
     op.execute("DROP TABLE IF EXISTS view_changes")
     op.execute(f"DROP SCHEMA IF EXISTS {LIVE_SCHEMA}")
+
+
+# the last failure of a refresh, written by the services (migration 0006 of each domain): a
+# refresh that fails keeps failing until the data is corrected, and says so in the metadata
+REFRESH_ERRORS_TABLE = "view_refresh_errors"
+
+
+def refresh_errors_upgrade() -> None:
+    """Create the table the services note a failed refresh in (one row)."""
+    op.execute(
+        f"CREATE TABLE {REFRESH_ERRORS_TABLE} (last_error text, failing_since timestamptz, "
+        "last_failed_at timestamptz)"
+    )
+    op.execute(f"INSERT INTO {REFRESH_ERRORS_TABLE} VALUES (NULL, NULL, NULL)")
+
+
+def refresh_errors_downgrade() -> None:
+    """Drop it."""
+    op.execute(f"DROP TABLE IF EXISTS {REFRESH_ERRORS_TABLE}")

@@ -20,7 +20,7 @@ import asyncpg
 from shared.db import Database
 from shared.products import Domain
 from shared.schedule import every
-from shared.view_schema import REFRESH_FUNCTION
+from shared.view_schema import REFRESH_ERRORS_TABLE, REFRESH_FUNCTION
 
 _log = logging.getLogger("datamesh.views")
 
@@ -48,6 +48,41 @@ async def refresh_views_if_present(conn: asyncpg.Connection) -> None:
         await refresh_views(conn, concurrently=False)
 
 
+async def refresh_and_note(conn: asyncpg.Connection, domain: Domain) -> int:
+    """Refresh the domain's views if their sources changed (refresh_views), noting a failure
+    (the database's message, never a value) in the metadata's freshness and in the log until
+    a refresh succeeds again. The changes seen, -1 if another refresh is running, or -2 if it
+    failed."""
+    try:
+        seen = await refresh_views(conn)
+    except asyncpg.PostgresError as exc:
+        if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
+            raise
+        error = f"{type(exc).__name__}: {exc}"
+        since = await conn.fetchval(
+            f"UPDATE {REFRESH_ERRORS_TABLE} SET last_error = $1, last_failed_at = now(), "
+            "failing_since = coalesce(failing_since, now()) RETURNING failing_since",
+            error,
+        )
+        _log.error(
+            "refreshing the %s views failed (failing since %s; they keep the rows of their last "
+            "refresh): %s",
+            domain.name,
+            _iso(since),
+            error,
+        )
+        return -2
+    if seen > 0:
+        recovered = await conn.fetchval(
+            f"UPDATE {REFRESH_ERRORS_TABLE} SET last_error = NULL, failing_since = NULL "
+            "WHERE failing_since IS NOT NULL RETURNING true"
+        )
+        if recovered:
+            _log.warning("refreshing the %s views succeeds again", domain.name)
+        _log.info("refreshed the %s views after %s changes", domain.name, seen)
+    return seen
+
+
 def view_refresher(
     domain: Domain, database: Database, interval_seconds: float
 ) -> AbstractAsyncContextManager[None]:
@@ -56,9 +91,7 @@ def view_refresher(
 
     async def run() -> None:
         async with database.connection() as conn:
-            seen = await refresh_views(conn)
-        if seen > 0:
-            _log.info("refreshed the %s views after %s changes", domain.name, seen)
+            await refresh_and_note(conn, domain)
 
     interval = interval_seconds if has_views(domain) else 0
     return every(f"view refresh of the {domain.name} domain", interval, run, _log)
@@ -73,7 +106,8 @@ async def view_freshness(conn: asyncpg.Connection, domain: Domain) -> dict[str, 
     committed before it is in them), the last refresh, and the oldest change not yet in them."""
     row = await conn.fetchrow(
         "SELECT data_as_of, refreshed_at, duration_ms, "
-        "(SELECT min(changed_at) FROM view_changes) AS pending_since FROM view_refreshes"
+        "(SELECT min(changed_at) FROM view_changes) AS pending_since, e.last_error, "
+        f"e.failing_since, e.last_failed_at FROM view_refreshes, {REFRESH_ERRORS_TABLE} AS e"
     )
     assert row is not None
     return {
@@ -83,4 +117,8 @@ async def view_freshness(conn: asyncpg.Connection, domain: Domain) -> dict[str, 
         "refreshed_at": _iso(row["refreshed_at"]),
         "refresh_ms": row["duration_ms"],
         "pending_since": _iso(row["pending_since"]),
+        # a refresh failing since then (null while refreshes succeed), and why, last time
+        "failing_since": _iso(row["failing_since"]),
+        "last_error": row["last_error"],
+        "last_failed_at": _iso(row["last_failed_at"]),
     }

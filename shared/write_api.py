@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,9 @@ from shared.reads import page_as_json
 from shared.values import parse_value
 from shared.write_store import (
     TransactionContext,
+    correct_row,
     database_problem,
+    delete_row,
     insert_row,
     lock_row,
     transaction_time,
@@ -66,6 +69,7 @@ from shared.writes import (
     InvalidBody,
     TableWrites,
     change_shape,
+    correction_shape,
     create_shape,
     field_errors,
     field_rule,
@@ -696,7 +700,21 @@ def _row_headers(*, created: bool) -> dict[str, Any]:
 def _responses(
     writer: TableWriter, pii: str, *, success: dict[int, str], row: bool, preconditions: bool
 ) -> dict[int | str, dict[str, Any]]:
-    schema = _row_schema(writer.product, pii) if row else _BATCH_SCHEMA
+    return _row_responses(
+        writer.product, pii, success=success, preconditions=preconditions, row=row
+    )
+
+
+def _row_responses(
+    product: Product,
+    pii: str,
+    *,
+    success: dict[int, str],
+    preconditions: bool,
+    row: bool = True,
+    missing: bool = False,
+) -> dict[int | str, dict[str, Any]]:
+    schema = _row_schema(product, pii) if row else _BATCH_SCHEMA
     responses: dict[int | str, dict[str, Any]] = {
         status: {
             "description": description,
@@ -705,6 +723,9 @@ def _responses(
         }
         for status, description in success.items()
     }
+    for status, description in success.items():
+        if status == 204:
+            responses[status] = {"description": description}
     responses |= {
         400: problem("A bad Idempotency-Key, query or path parameter."),
         409: problem(
@@ -719,8 +740,9 @@ def _responses(
         ),
         503: problem("The domain database is unreachable."),
     }
-    if preconditions:
+    if preconditions or missing:
         responses[404] = problem("No row has this key.")
+    if preconditions:
         responses[412] = problem("If-Match or If-None-Match does not hold for the row.")
     return dict(sorted(responses.items(), key=lambda item: str(item[0])))
 
@@ -745,11 +767,159 @@ def _json_body(shape: BodyShape) -> dict[str, Any]:
 def write_router(
     domain: Domain, database: Callable[[], Database], reader: ProductReader
 ) -> APIRouter:
-    """The write routes of every writable table of the domain (`<domain>:write` scope)."""
+    """The write routes of every writable table of the domain (`<domain>:write` scope), and
+    the owner's corrections of every table (`<domain>:admin` scope)."""
     router = APIRouter(dependencies=[Depends(require(f"{domain.name}:write"))])
     for writes in domain.writes:
         _add_table(router, domain, TableWriter(domain, writes), database, reader)
-    return router
+    corrections = APIRouter(dependencies=[Depends(require(admin_scope(domain)))])
+    for product in domain.products:
+        if product.is_table and len(product.key) == 1:
+            _add_correction(corrections, domain, product, database, reader)
+    both = APIRouter()
+    both.include_router(router)
+    both.include_router(corrections)
+    return both
+
+
+CORRECTIONS_PREFIX = "/{domain}/v1/corrections"
+
+
+def admin_scope(domain: Domain) -> str:
+    """The scope of a domain's corrections (the `admin` scope holds it too)."""
+    return f"{domain.name}:admin"
+
+
+# corrections and deletions, one JSON line each, next to the access log's line of the request
+audit_log = logging.getLogger("datamesh.access.audit")
+
+
+def _audit(
+    request: Request, action: str, product: Product, key: Any, columns: Sequence[str]
+) -> None:
+    entry = {
+        "audit": action,
+        "subject": principal_of(request).subject,
+        "method": request.method,
+        "path": request.url.path,
+        "product": product.name,
+        "key": str(key),
+        "columns": list(columns),  # the columns corrected, never their values (PII)
+    }
+    audit_log.info(orjson.dumps(entry).decode(), extra={"audit": entry})
+
+
+class StillReferenced(Problem):
+    status = 409
+    code = "still_referenced"
+    title = "Row still referenced"
+
+
+def _still_referenced(domain: Domain, product: Product, key: Any, exc: Exception) -> Problem:
+    table = getattr(exc, "table_name", None)
+    constraint = getattr(exc, "constraint_name", None)
+    referring = next((p.name for p in domain.products if p.is_table and p.source == table), table)
+    return StillReferenced(
+        f"The {product.name} row with {product.key[0]} = {key} is still referred to by rows of "
+        f"{referring} (constraint '{constraint}'); delete or correct those first.",
+        product=product.name,
+        key=str(key),
+        referenced_by=referring,
+        constraint=constraint,
+    )
+
+
+def _add_correction(
+    router: APIRouter,
+    domain: Domain,
+    product: Product,
+    database: Callable[[], Database],
+    reader: ProductReader,
+) -> None:
+    key_name = product.key[0]
+    key_column = product.column(key_name)
+    assert key_column is not None
+    shape = correction_shape(product)
+    model = shape.model(strict=True)
+    # under a prefix of its own: a table's own paths (`/{key}`, a PUT's `/{a}/{b}`) would
+    # take `/{key}/correction` as theirs
+    path = f"{CORRECTIONS_PREFIX.format(domain=domain.name)}/{product.name}"
+
+    async def correct(request: Request) -> Response:
+        _only(request)
+        _require_json(request)
+        key = parse_value(key_column, request.path_params[key_name], parameter=key_name)
+        body = await request.body()
+        _refuse_pii_writes(request, domain, product, [body])
+        values = validate_body(model, body, known=shape.names)
+        changes = values.model_dump(include=values.model_fields_set)
+        if not changes:
+            raise InvalidBody(
+                [
+                    FieldError(
+                        "body", f"give at least one column; accepted: {', '.join(shape.names)}"
+                    )
+                ]
+            )
+        view = RowView(request, domain, product, reader)
+
+        async def run(context: TransactionContext) -> Response:
+            if not await correct_row(context.conn, product, key, changes):
+                raise NotFound(
+                    f"No {product.name} row has {key_name} = {key}.",
+                    product=product.name,
+                    key=str(key),
+                )
+            text = await view.render(context.conn, key)
+            assert text is not None
+            return Response(
+                text, media_type=JSON_TYPE, headers={"ETag": entity_tag(text), **view.masked}
+            )
+
+        response = await _transaction(request, domain, database(), body, run, view)
+        if REPLAYED not in response.headers:  # committed now (a replay wrote nothing)
+            _audit(request, "correction", product, key, list(changes))
+        return response
+
+    router.add_api_route(
+        f"{path}/{{{key_name}}}",
+        correct,
+        methods=["PATCH"],
+        name=f"correct_{product.source}",
+        summary=f"Correct any stored value of a row of {product.name.replace('-', ' ')}",
+        description=(
+            f"The owner's repair of one row of `{product.source}` (scope "
+            f"`{admin_scope(domain)}` or `admin`): sets any of its stored columns, including "
+            "those a PATCH may not change, each checked by its column's declaration (type, "
+            "nullability, accepted values, range, length, date range) and the row by the "
+            "database's constraints (422 naming the constraint). Status transitions and the "
+            "domain's logic (prices, totals, computed fields) are not applied: the correction "
+            "is written as given. The subject, the row and the columns corrected (not the "
+            "values) are logged as an audit line of the access log."
+        ),
+        tags=[product.name],
+        response_class=Response,
+        openapi_extra={
+            **WRITE_EXTENSION,
+            "parameters": [
+                {
+                    "name": key_name,
+                    "in": "path",
+                    "required": True,
+                    "schema": json_schema(field_rule(product, key_column)),
+                },
+                _IDEMPOTENCY_PARAMETER,
+            ],
+            "requestBody": _json_body(shape),
+        },
+        responses=_row_responses(
+            product,
+            pii_scope(domain),
+            success={200: "The row as corrected."},
+            preconditions=False,
+            missing=True,
+        ),
+    )
 
 
 def _add_table(
@@ -947,6 +1117,70 @@ def _add_table(
                 success={201: "The row, created.", 200: "The row, replaced."},
                 row=True,
                 preconditions=True,
+            ),
+        )
+
+    if writes.deletable:
+
+        async def delete(request: Request) -> Response:
+            _only(request)
+            key = _path_key(writer, request.path_params[writer.key])
+            preconditions = Preconditions.of(request)
+            view = RowView(request, domain, product, reader)
+
+            async def run(context: TransactionContext) -> Response:
+                if preconditions.if_match is not None:
+                    preconditions.check(await view.render(context.conn, key))
+                try:
+                    async with context.conn.transaction():
+                        deleted = await delete_row(context.conn, domain, writes, key)
+                except asyncpg.ForeignKeyViolationError as exc:
+                    raise _still_referenced(domain, product, key, exc) from None
+                if not deleted:
+                    raise _absent(writer, key)
+                return Response(status_code=204)
+
+            response = await _transaction(request, domain, database(), b"", run)
+            if REPLAYED not in response.headers:  # committed now (a replay wrote nothing)
+                _audit(request, "deletion", product, key, [])
+            return response
+
+        children_note = (
+            f" Its rows of `{writes.children.product}` are deleted with it."
+            if writes.children
+            else ""
+        )
+        router.add_api_route(
+            f"{path}/{{{writer.key}}}",
+            delete,
+            methods=["DELETE"],
+            status_code=204,
+            name=f"delete_{product.source}",
+            summary=f"Delete a row of {title}",
+            description=(
+                f"Deletes one row of `{product.source}` by its key.{children_note} A row other "
+                "rows still refer to is not deleted: 409 `still_referenced` names the table "
+                "and the constraint. Send the row's `ETag` in `If-Match` to delete it only if "
+                "it is still the row you read (412 otherwise). The subject and the row are "
+                "logged as an audit line of the access log."
+            ),
+            tags=[product.name],
+            response_class=Response,
+            openapi_extra={
+                **WRITE_EXTENSION,
+                "parameters": [
+                    {
+                        "name": writer.key,
+                        "in": "path",
+                        "required": True,
+                        "schema": json_schema(_key_rule(writer)),
+                    },
+                    _IF_MATCH,
+                    _IDEMPOTENCY_PARAMETER,
+                ],
+            },
+            responses=_responses(
+                writer, pii, success={204: "Deleted."}, row=False, preconditions=True
             ),
         )
 

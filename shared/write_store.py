@@ -18,7 +18,7 @@ from shared.errors import Problem
 from shared.products import Domain, Product
 from shared.query import quote_ident
 from shared.values import sql_type
-from shared.writes import WriteContext
+from shared.writes import TableWrites, WriteContext
 
 _SUFFIXES = ("_pkey", "_fkey", "_key", "_check", "_idx", "_excl")
 
@@ -81,6 +81,43 @@ async def update_row(
         *changes.values(),
         key,
     )
+
+
+async def correct_row(
+    conn: asyncpg.Connection, product: Product, key: Any, changes: Mapping[str, Any]
+) -> bool:
+    """Set columns of the row with this key as given (an owner's correction), without reading
+    the row first (it may hold values Python cannot); whether there was such a row."""
+    names = list(changes)
+    assignments = ", ".join(f"{quote_ident(n)} = ${i}" for i, n in enumerate(names, start=1))
+    found = await conn.fetchval(
+        f"UPDATE {quote_ident(product.source)} SET {assignments} "
+        f"WHERE {_key(product)} = ${len(names) + 1} RETURNING true",
+        *changes.values(),
+        key,
+    )
+    return bool(found)
+
+
+async def delete_row(
+    conn: asyncpg.Connection, domain: Domain, writes: TableWrites, key: Any
+) -> bool:
+    """Delete the row with this key and its declared children; whether there was such a row.
+    A row other rows still refer to raises the database's ForeignKeyViolationError."""
+    product = domain.product(writes.product)
+    assert product is not None
+    if writes.children:
+        child = domain.product(writes.children.product)
+        assert child is not None
+        await conn.execute(
+            f"DELETE FROM {quote_ident(child.source)} "
+            f"WHERE {quote_ident(writes.children.parent_key)} = $1",
+            key,
+        )
+    found = await conn.fetchval(
+        f"DELETE FROM {quote_ident(product.source)} WHERE {_key(product)} = $1 RETURNING true", key
+    )
+    return bool(found)
 
 
 async def lock_row(
@@ -212,6 +249,27 @@ def database_problem(exc: asyncpg.PostgresError, domain: Domain) -> Problem | No
             )
             problem.status, problem.code = status, code
             return problem
+    if isinstance(exc, asyncpg.ProgramLimitExceededError):
+        # a value too large for an index or a row ("index row size exceeds btree maximum"):
+        # the declared lengths keep values below it; named by the index it did not fit
+        index = getattr(exc, "constraint_name", None)
+        if index is None and (found := re.search(r'index "([^"]+)"', str(exc))):
+            index = found.group(1)
+        if product is None and index:  # the index's name begins with its table's
+            tables = [p for p in domain.products if p.is_table and index.startswith(p.source + "_")]
+            product = max(tables, key=lambda p: len(p.source), default=None)
+            table = product.source if product else None
+            where = f" of {product.name}" if product else ""
+        fields = constrained_fields(product, table, index) if index else []
+        on = f" ({', '.join(fields)})" if fields else ""
+        problem = ConstraintViolation(
+            f"A value{where}{on} is too large for the database to store or index; shorten it.",
+            constraint=index,
+            table=product.name if product else None,
+            fields=fields,
+        )
+        problem.code = "value_too_large"
+        return problem
     if isinstance(exc, asyncpg.DataError):
         problem = ConstraintViolation(
             f"The database refused a value{where}: {type(exc).__name__} (for example a number "

@@ -21,16 +21,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     create_model,
 )
 from pydantic_core import PydanticCustomError
 
-from shared.checks import AcceptedValues, Pattern, Range
+from shared.checks import AcceptedValues, Pattern, Range, References
 from shared.errors import Problem
 from shared.products import Column, ColumnType, Product
 
@@ -206,7 +208,9 @@ class TableWrites:
     - `create`: a POST creates rows; `upsert_key`: a PUT replaces the row with that natural
       key (its columns in the path, those in `upsert_query` in the query string).
     - Columns neither accepted nor set by logic take the database's defaults (the key,
-      created_at, updated_at)."""
+      created_at, updated_at).
+    - `deletable`: a DELETE removes a row by key (with its `children`); a row other rows
+      still refer to is refused (409 naming the reference)."""
 
     product: str
     accepted: tuple[str, ...]
@@ -215,6 +219,7 @@ class TableWrites:
     upsert_key: tuple[str, ...] = ()
     upsert_query: tuple[str, ...] = ()
     batch: bool = True
+    deletable: bool = False
     defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
     filled: tuple[str, ...] = ()  # accepted columns a body may omit: the logic fills them
     transitions: Transitions | None = None
@@ -281,6 +286,9 @@ class FieldRule:
     minimum: Decimal | None
     maximum: Decimal | None
     pattern: str | None
+    # the table and column a value must exist in (a foreign key): JSON Schema cannot say which
+    # values those are, the description does
+    references: tuple[str, str] | None = None
 
     @property
     def scale(self) -> int:
@@ -322,7 +330,15 @@ def field_rule(
                 maximum = Decimal(str(check.maximum))
         elif isinstance(check, Pattern):
             pattern = check.regex
-    return FieldRule(column, choices, minimum, maximum, pattern)
+    references = next(
+        (
+            (check.target_table, check.target_columns[0])
+            for check in product.checks
+            if isinstance(check, References) and check.columns == (column.name,)
+        ),
+        None,
+    )
+    return FieldRule(column, choices, minimum, maximum, pattern, references)
 
 
 def _no_float_noise(scale: int) -> Callable[[Any], Any]:
@@ -349,6 +365,21 @@ def _json_number(value: Any) -> Any:
     return value
 
 
+def _integral(value: Any) -> Any:
+    # JSON Schema's integer is any number without a fractional part: 3.0 is one (and clients
+    # send it so); pydantic's strict int would refuse it
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _ascii_number(value: Any) -> Any:
+    # Python's Decimal reads other scripts' digits (full-width ones); a CSV cell's number is ASCII
+    if isinstance(value, str) and not value.isascii():
+        raise PydanticCustomError("decimal_parsing", "Input should be a number in ASCII digits")
+    return value
+
+
 def _storable_text(value: str) -> str:
     if "\x00" in value:
         raise PydanticCustomError("text_nul", "Text may not contain a NUL character")
@@ -357,6 +388,102 @@ def _storable_text(value: str) -> str:
     except UnicodeEncodeError:
         raise PydanticCustomError("text_encoding", "Text must be valid Unicode") from None
     return value
+
+
+def _at_most(column: Column) -> Callable[[str], str]:
+    limit = column.length_limit
+    assert limit is not None
+
+    def check(value: str) -> str:
+        if len(value) > limit:
+            raise PydanticCustomError(
+                "string_too_long",
+                "{length} characters; column '{column}' holds at most {limit}",
+                {"length": len(value), "column": column.name, "limit": limit},
+            )
+        return value
+
+    return check
+
+
+def _within_dates(column: Column) -> Callable[[Any], Any]:
+    span = column.date_range
+    assert span is not None
+    first, last = span
+
+    def check(value: dt.date) -> dt.date:
+        # a timestamp by the day it names (its offset's); the database's CHECK holds the instant
+        day = value.date() if isinstance(value, dt.datetime) else value
+        if not first <= day <= last:
+            raise PydanticCustomError(
+                "date_out_of_range",
+                "{value} is outside the range of column '{column}': {first} to {last}",
+                {
+                    "value": value.isoformat(),
+                    "column": column.name,
+                    "first": first.isoformat(),
+                    "last": last.isoformat(),
+                },
+            )
+        return value
+
+    return check
+
+
+_DATE_SHAPE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+# RFC 3339's date-time (JSON Schema's format): seconds and an offset required
+_TIMESTAMP_SHAPE = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
+def _shaped(column: Column) -> Callable[[Any], Any]:
+    """Dates and timestamps as text in the shape OpenAPI states (a timestamp's `T`; no unix
+    numbers, no other spellings pydantic would take); their range is checked after."""
+    date = column.type is ColumnType.DATE
+    shape, kind = (
+        (_DATE_SHAPE, "a date, YYYY-MM-DD")
+        if date
+        else (_TIMESTAMP_SHAPE, "a timestamp, YYYY-MM-DDThh:mm:ss with an offset")
+    )
+
+    def check(value: Any) -> Any:
+        if isinstance(value, dt.date):  # a value given in Python (a default), not JSON
+            return value
+        if not isinstance(value, str) or not shape.search(value):
+            raise PydanticCustomError(
+                "date_shape", "{value} is not {kind}", {"value": repr(value)[:40], "kind": kind}
+            )
+        return value
+
+    return check
+
+
+def year_pattern(first: int, last: int) -> str:
+    """A regular expression matching exactly the four-digit years first to last, by whole
+    centuries and decades where it can (1900 to 2199: `19\\d\\d|20\\d\\d|21\\d\\d`)."""
+    parts, year = [], first
+    while year <= last:
+        if year % 100 == 0 and year + 99 <= last:
+            parts.append(f"{year // 100:02d}\\d\\d")
+            year += 100
+        elif year % 10 == 0 and year + 9 <= last:
+            parts.append(f"{year // 10:03d}\\d")
+            year += 10
+        else:
+            parts.append(f"{year:04d}")
+            year += 1
+    return "|".join(parts)
+
+
+def date_pattern(column: Column) -> str:
+    """The pattern OpenAPI states for a date or timestamp column's values: its range's years,
+    a month and a day (the `format` says which days exist)."""
+    span = column.date_range
+    assert span is not None
+    years = year_pattern(span[0].year, span[1].year)
+    tail = "$" if column.type is ColumnType.DATE else "T"
+    return f"^({years})-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01]){tail}"
 
 
 def _matching(pattern: str, message: str) -> Callable[[str], str]:
@@ -390,10 +517,11 @@ def annotation(rule: FieldRule, *, strict: bool) -> Any:
                         _matching(pattern, f"String should match pattern '{rule.pattern}'")
                     )
                 )
+            checks.append(AfterValidator(_at_most(column)))
             kind = Annotated[str, *checks]
     elif column.type in (ColumnType.INTEGER, ColumnType.BIGINT):
         low, high = rule.integer_bounds()
-        kind = Annotated[int, Field(ge=low, le=high)]
+        kind = Annotated[int, Field(ge=low, le=high), BeforeValidator(_integral)]
     elif rule.numeric:
         bound = rule.numeric_bound()
         limits: dict[str, Any] = {
@@ -407,13 +535,18 @@ def annotation(rule: FieldRule, *, strict: bool) -> Any:
         validators: list[Any] = [BeforeValidator(_no_float_noise(rule.scale))]
         if strict:
             validators.append(BeforeValidator(_json_number))
+        else:
+            validators.append(BeforeValidator(_ascii_number))
         kind = Annotated[
             Decimal, Field(**{k: v for k, v in limits.items() if v is not None}), *validators
         ]
-    elif column.type is ColumnType.DATE:
-        kind = dt.date
-    elif column.type is ColumnType.TIMESTAMP:
-        kind = dt.datetime
+    elif column.type in (ColumnType.DATE, ColumnType.TIMESTAMP):
+        # the text as OpenAPI states it (pydantic alone would also take other spellings), then
+        # the day within the column's range; a timestamp with its offset
+        shaped = BeforeValidator(_shaped(column))
+        within = AfterValidator(_within_dates(column))
+        base = dt.date if column.type is ColumnType.DATE else AwareDatetime
+        kind = Annotated[base, Strict(False), shaped, within]
     else:
         kind = bool
     return kind | None if column.nullable else kind
@@ -429,6 +562,7 @@ def json_schema(rule: FieldRule) -> dict[str, Any]:
             schema["enum"] = list(rule.choices)
         else:
             schema["pattern"] = NULLABLE_TEXT_PATTERN if column.nullable else TEXT_PATTERN
+            schema["maxLength"] = column.length_limit
             if rule.pattern:
                 schema["allOf"] = [{"pattern": explicit_pattern(rule.pattern)}]
     elif column.type in (ColumnType.INTEGER, ColumnType.BIGINT):
@@ -445,16 +579,28 @@ def json_schema(rule: FieldRule) -> dict[str, Any]:
             schema["exclusiveMaximum"] = float(bound)
         else:
             schema["maximum"] = _plain_number(rule.maximum)
-    elif column.type is ColumnType.DATE:
-        schema = {"type": "string", "format": "date"}
-    elif column.type is ColumnType.TIMESTAMP:
-        schema = {"type": "string", "format": "date-time"}
+    elif column.type in (ColumnType.DATE, ColumnType.TIMESTAMP):
+        kind = "date" if column.type is ColumnType.DATE else "date-time"
+        schema = {"type": "string", "format": kind, "pattern": date_pattern(column)}
     else:
         schema = {"type": "boolean"}
     if column.nullable:
         schema = {"anyOf": [schema, {"type": "null"}]}
-    schema["description"] = column.description
+    schema["description"] = column.description + _range_note(column)
+    if rule.references:
+        table, target = rule.references
+        schema["description"] += (
+            f" Must be the {target} of an existing row of {table} (else 422, naming it)."
+        )
     return schema
+
+
+def _range_note(column: Column) -> str:
+    if (span := column.date_range) is not None:
+        return f" From {span[0].isoformat()} to {span[1].isoformat()}."
+    if (limit := column.length_limit) is not None:
+        return f" At most {limit} characters."
+    return ""
 
 
 def _plain_number(value: Decimal) -> int | float:
@@ -597,6 +743,18 @@ def change_shape(domain: Domain, writes: TableWrites) -> BodyShape:
         _fields(product, writes, writes.updatable, partial=True),
         partial=True,
     )
+
+
+def correction_shape(product: Product) -> BodyShape:
+    """The body of an owner's correction of a table row: any stored column but the key, at
+    least one, each checked by its column's declaration (type, nullability, accepted values,
+    range, length, date range)."""
+    fields = tuple(
+        InputField(field_rule(product, column), required=False)
+        for column in product.stored_columns
+        if column.name not in product.key
+    )
+    return BodyShape(f"{_title(product)}Correction", fields, partial=True)
 
 
 def field_errors(error: ValidationError, *, known: Sequence[str] = ()) -> list[FieldError]:

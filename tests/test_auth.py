@@ -144,11 +144,14 @@ ROUTES = [
 
 
 def needed_scopes(service: str, method: str, path: str = "") -> tuple[str, ...]:
-    """What the right token carries: the service's read scope; writes need `<domain>:write`;
-    a metric answering a domain's rows needs that domain's read scope too."""
+    """What the right token carries: the service's read scope; writes need `<domain>:write`,
+    the owner's corrections `<domain>:admin`; a metric answering a domain's rows needs that
+    domain's read scope too."""
     if service == "mesh":
         metric = {m.name: m for m in METRICS}.get(path.rsplit("/", 1)[-1])
         return metric.scopes if metric is not None else ("mesh:read",)
+    if "/corrections/" in path:
+        return (f"{service}:read", f"{service}:admin")
     return (f"{service}:read", f"{service}:write") if method != "GET" else (f"{service}:read",)
 
 
@@ -285,14 +288,17 @@ async def test_every_route_needs_a_token_with_its_scope(
             await service.client.request(method, url, headers=scoped(needed[0])), needed[1]
         )
 
-    right = await service.client.request(method, url, headers=scoped(*needed))
+    # a DELETE with the right token is made conditional on an ETag no row has: refused (412)
+    # after the token check, and the sample row stays
+    stale = {"If-Match": '"not-the-etag"'} if method == "DELETE" else {}
+    right = await service.client.request(method, url, headers={**scoped(*needed), **stale})
     if "/v1/{name" in path:  # the catch-all only ever answers an unknown product
         assert right.status_code == 404, right.text
         assert right.json()["code"] == "unknown_product"
     elif method != "GET" and not path.endswith("/quality/runs"):
         # a write sent without a body passes the token check and is refused for its body
         # (or its missing content type, or a missing natural-key parameter): tests/test_writes.py
-        assert right.status_code in (400, 415, 422), right.text
+        assert right.status_code in (400, 412, 415, 422), right.text
     else:
         assert right.status_code == (201 if method == "POST" else 200), right.text
 

@@ -162,8 +162,8 @@ def test_a_wrong_request_exits_non_zero_naming_what_is_wrong(
 
 def test_the_known_scopes_are_listed_when_one_is_unknown(minted: Minted) -> None:
     assert (
-        "sales:delete; known: sales:read, sales:pii, sales:write, marketing:read, "
-        "marketing:pii, marketing:write, mesh:read, admin"
+        "sales:delete; known: sales:read, sales:pii, sales:write, sales:admin, marketing:read, "
+        "marketing:pii, marketing:write, marketing:admin, mesh:read, admin"
     ) in minted.runs["unknown scope"].message
     assert (
         "admin, sales_analyst, marketing_analyst, analyst" in minted.runs["unknown persona"].message

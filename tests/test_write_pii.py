@@ -192,3 +192,19 @@ async def test_an_idempotent_replay_is_masked_for_a_token_without_pii(
         "/sales/v1/customers", json=body, headers=NO_PII["sales"] | {"Idempotency-Key": "c"}
     )
     assert_pii_refused(refused, "email", "sales:pii")
+
+
+async def test_an_owners_correction_of_pii_needs_the_pii_scope_too(
+    sales: httpx.AsyncClient, databases: dict[str, str]
+) -> None:
+    admin_only = bearer("sales:read", "sales:admin")
+    path = "/sales/v1/corrections/customers/5"
+    refused = await sales.patch(path, json={"email": "fixed@probe.example"}, headers=admin_only)
+    assert_pii_refused(refused, "email", "sales:pii")
+    assert scalar(databases["sales"], "SELECT email FROM customers WHERE customer_id = 5") != (
+        "fixed@probe.example"
+    )
+    with_pii = bearer("sales:read", "sales:admin", "sales:pii")
+    fixed = await sales.patch(path, json={"email": "fixed@probe.example"}, headers=with_pii)
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["email"] == "fixed@probe.example"

@@ -37,6 +37,10 @@ MINOR = Severity.MINOR
 DAILY_FRESHNESS = dt.timedelta(days=2)
 LEADS_FRESHNESS = dt.timedelta(days=14)
 
+# Where a lead may come from: the seed's "Website, LinkedIn, Email, etc." and the channels the
+# campaigns run on. One list: the quality check and the write API's validation both read it.
+LEAD_SOURCES = ("Website", "LinkedIn", "Google Ads", "Email", "Webinar", "Event")
+
 CAMPAIGN_PERFORMANCE_DEFINITION = (
     "campaign_performance: one row per campaign, every campaign (campaigns LEFT JOIN leads). "
     "remaining_budget = budget - spent. budget_utilization_pct = spent / budget * 100, "
@@ -127,6 +131,7 @@ CAMPAIGNS = Product(
             "Audience the campaign addresses, in words; may be absent.",
             nullable=True,
             sortable=False,
+            max_length=1000,
         ),
     ),
     checks=(
@@ -170,6 +175,7 @@ LEAD_EMAIL = Column(
     "Email address of the lead, unique exactly as stored (case-sensitive).",
     classification=PII,
     unique=True,
+    max_length=254,  # the longest address SMTP carries (RFC 5321)
 )
 
 LEADS = Product(
@@ -225,7 +231,7 @@ LEADS = Product(
         Column(
             "lead_source",
             ColumnType.TEXT,
-            "Where the lead came from, such as LinkedIn, Google Ads, Email, Webinar or Event.",
+            "Where the lead came from: " + ", ".join(LEAD_SOURCES) + ".",
             sortable=False,
         ),
         Column(
@@ -276,7 +282,7 @@ LEADS = Product(
         ),
         AcceptedValues(
             column="lead_source",
-            values=("LinkedIn", "Google Ads", "Email", "Webinar", "Event"),
+            values=LEAD_SOURCES,
             severity=MINOR,
         ),
         Range(column="lead_score", minimum=0, maximum=100),
@@ -426,6 +432,8 @@ WEBSITE_TRAFFIC = Product(
             ColumnType.TEXT,
             "Path of the page visited, such as / or /pricing.",
             sortable=False,
+            # part of the natural key's unique index: 500 characters of up to 4 bytes fit it
+            max_length=500,
         ),
         Column(
             "source",

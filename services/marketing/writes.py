@@ -38,6 +38,7 @@ CAMPAIGNS = TableWrites(
     updatable=CAMPAIGN_FIELDS,
     defaults={"spent": Decimal("0.00")},
     transitions=CAMPAIGN_STATUSES,
+    deletable=True,  # not while leads or metrics refer to it (409)
     rules=(
         RowRule("spent", lambda r: r["spent"] <= r["budget"], "spent may not exceed budget"),
         RowRule(
@@ -80,6 +81,7 @@ LEADS = TableWrites(
     accepted=LEAD_FIELDS,
     updatable=LEAD_FIELDS,
     transitions=LEAD_STATUSES,
+    deletable=True,
 )
 
 
@@ -111,6 +113,7 @@ CAMPAIGN_METRICS = TableWrites(
         "cost_per_click",
     ),
     create=False,
+    deletable=True,
     upsert_key=("campaign_id", "metric_date"),
     rules=(
         RowRule(
@@ -142,6 +145,7 @@ WEBSITE_TRAFFIC = TableWrites(
         "avg_time_on_page",
     ),
     create=False,
+    deletable=True,
     upsert_key=("visit_date", "source", "page_url"),
     upsert_query=("page_url",),
     rules=(

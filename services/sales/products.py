@@ -68,6 +68,7 @@ CUSTOMER_EMAIL = Column(
     classification=PII,
     unique=True,
     sortable=False,
+    max_length=254,  # the longest address SMTP carries (RFC 5321)
 )
 
 CUSTOMERS = Product(
@@ -161,6 +162,7 @@ PRODUCTS = Product(
             "Short marketing description of the product.",
             nullable=True,
             sortable=False,
+            max_length=1000,
         ),
     ),
     checks=(

@@ -25,6 +25,7 @@ CUSTOMERS = TableWrites(
     product="customers",
     accepted=CUSTOMER_FIELDS,
     updatable=CUSTOMER_FIELDS,
+    deletable=True,  # not while orders refer to it (409)
 )
 
 # Pending -> Processing -> Completed; an order not completed may be cancelled; Completed and
@@ -95,6 +96,7 @@ ORDERS = TableWrites(
     filled=("order_date",),
     updatable=("order_status", "payment_method", "sales_rep"),
     transitions=ORDER_STATUSES,
+    deletable=True,  # with its items
     children=Children(
         field="items",
         product="order-items",
