@@ -1,5 +1,6 @@
-"""The `datamesh` command's entry point: the CLI needs the server extra, which a client-only
-install (`pip install datamesh`) does not have; say so instead of a traceback."""
+"""The `datamesh` command's entry point, in the client's package because a client-only install
+(`pip install datamesh`) has it too: the CLI needs the server extra, so say so there instead of
+a traceback."""
 
 from __future__ import annotations
 
