@@ -4,6 +4,7 @@ gets exactly the same schema, and a framework object is created by one revision 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -17,6 +18,8 @@ from alembic import command
 
 from services import DOMAINS
 from shared import migrations
+from shared.db import Database
+from shared.settings import MeshSettings
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,6 +157,19 @@ def version_rows(url: str, name: str) -> tuple[str, ...]:
         return tuple(version for (version,) in rows.fetchall())
 
 
+def readiness(name: str, url: str) -> dict[str, str | bool]:
+    """What the domain service's readyz would answer on the database."""
+
+    async def ask() -> dict[str, str | bool]:
+        database = Database(name, url, MeshSettings())
+        try:
+            return await database.readiness()
+        finally:
+            await database.dispose()
+
+    return asyncio.run(ask())
+
+
 def use_the_framework_tables(url: str) -> None:
     """A quality run with a result, a kept idempotent response, a refresh, a pending change and
     a noted refresh failure: the rows an upgrade must keep."""
@@ -206,6 +222,13 @@ def test_a_database_at_the_head_before_the_framework_branch_upgrades_keeping_eve
     assert rows["view_refresh_errors"][0][0] == "a failure"
     (old_head,) = version_rows(url, name)
     assert not migrations.at_every_head(name, (old_head,))
+    heads = ", ".join(migrations.head_revisions(name))
+    assert readiness(name, url) == {
+        "ready": False,
+        "database": "reachable",
+        "revision": old_head,
+        "head": heads,
+    }
 
     migrations.upgrade(name, url)
 
@@ -213,6 +236,12 @@ def test_a_database_at_the_head_before_the_framework_branch_upgrades_keeping_eve
     assert version_rows(url, name) == migrations.head_revisions(name)
     assert old_head in migrations.head_revisions(name)  # the domain's own head did not move
     assert migrations.at_every_head(name, version_rows(url, name))
+    assert readiness(name, url) == {
+        "ready": True,
+        "database": "reachable",
+        "revision": heads,
+        "head": heads,
+    }
     with psycopg.connect(url, autocommit=True) as conn:
         # the framework's refresh function took the pending change, and refreshes every view
         assert conn.execute("SELECT datamesh_refresh_views()").fetchone() == (1,)
