@@ -13,7 +13,7 @@ The schema `live`, `view_changes`, `view_refreshes`, `view_refresh_errors` and t
 are the framework's, created once for every domain database by its migration branch
 (migrations/framework/versions/): a domain's revision that materializes views depends on
 `0003_framework_views`. `datamesh_refresh_views(concurrent_refresh)` refreshes every
-materialized view of `public` (0005_framework_refresh_function.py says how).
+materialized view of `public` (migrations/framework/versions/0005_refresh_function.py).
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ advisory lock; the second returns -1). Without marked changes a concurrent call 
 once.
 
 Before, each domain's revision 0004 created the function naming its own views; this revision
-replaces it where it exists (a domain's revisions no longer create it), so it is the first
-revision of the framework's branch that a database migrated before the branch existed runs.
+replaces it where it exists (a domain's revisions no longer create it). No domain revision
+depends on it, so a database migrated before the branch existed runs it (the branch's 0001 to
+0004 count as applied there: the domain revisions that created their objects depend on them).
 """
 
 from collections.abc import Sequence
