@@ -481,12 +481,14 @@ def token(
 
 @cli.command()
 def migrate(data_dir: DataDir = None) -> None:
-    """Migrate every domain database to the newest revision (starting embedded ones if needed)."""
+    """Migrate every domain database to every head: its own revisions and the framework's
+    (starting embedded ones if needed)."""
     databases = _start_databases((data_dir or MeshSettings().data_dir).resolve())
     try:
         for database in databases:
             database.migrate()
-            typer.echo(f"{database.name}: migrated to {migrations.head_revision(database.name)}")
+            heads = ", ".join(migrations.head_revisions(database.name))
+            typer.echo(f"{database.name}: migrated to {heads}")
     finally:
         _stop_databases(databases)
 

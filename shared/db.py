@@ -22,7 +22,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shared.errors import GatewayTimeout, ServiceUnavailable
-from shared.migrations import head_revision
+from shared.migrations import at_every_head, head_revisions
 from shared.settings import MeshSettings, asyncpg_url
 from shared.view_schema import REFRESH_FUNCTION
 
@@ -219,9 +219,9 @@ class Database:
     async def readiness(self) -> dict[str, str | bool]:
         """Whether the database answers (durable), accepts a new connection and answers a
         statement on it within the readiness timeout (a pooled connection can still answer
-        while the server takes no new one: a stopped postmaster), and is migrated to the
-        newest revision."""
-        head = head_revision(self.domain)
+        while the server takes no new one: a stopped postmaster), and is migrated to every
+        head (the domain's own revisions and the framework's)."""
+        heads = head_revisions(self.domain)
         try:
             conn, driver = await self._acquire()
         except DurabilityOff as problem:
@@ -232,7 +232,7 @@ class Database:
         timeout = self.settings.readiness_timeout_seconds
         try:
             with anyio.fail_after(timeout):
-                current = await self._revision_on_a_new_connection(timeout)
+                current = await self._revisions_on_a_new_connection(timeout)
         except TimeoutError:
             return {
                 "ready": False,
@@ -241,21 +241,21 @@ class Database:
         except Exception as exc:
             return {"ready": False, "database": f"unreachable: {type(exc).__name__}"}
         return {
-            "ready": current == head,
+            "ready": at_every_head(self.domain, current),
             "database": "reachable",
-            "revision": current or "none",
-            "head": head or "none",
+            "revision": ", ".join(current) or "none",
+            "head": ", ".join(heads) or "none",
         }
 
-    async def _revision_on_a_new_connection(self, connect_within: float) -> str | None:
+    async def _revisions_on_a_new_connection(self, connect_within: float) -> tuple[str, ...]:
         plain = asyncpg_url(self.url).replace("postgresql+asyncpg://", "postgresql://", 1)
         conn = await asyncpg.connect(plain, timeout=connect_within)
         try:
             table = f"alembic_version_{self.domain}"
             if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
-                return None
-            revision: str | None = await conn.fetchval(f"SELECT version_num FROM {_ident(table)}")
-            return revision
+                return ()
+            rows = await conn.fetch(f"SELECT version_num FROM {_ident(table)} ORDER BY 1")
+            return tuple(row["version_num"] for row in rows)
         finally:
             conn.terminate()  # at once: a graceful close would wait on a server that stalls
 

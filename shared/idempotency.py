@@ -37,24 +37,6 @@ LIFETIME = dt.timedelta(hours=24)
 KEPT_HEADERS = ("content-type", "location", "etag", "link", "masked-columns")
 _PURGE_BATCH = 100
 
-IDEMPOTENCY_TABLES: tuple[str, ...] = (
-    """
-    CREATE TABLE idempotency_keys (
-        subject          text NOT NULL,
-        key              text NOT NULL CHECK (char_length(key) BETWEEN 1 AND 255),
-        method           text NOT NULL,
-        path             text NOT NULL,
-        body_hash        text NOT NULL,
-        status           integer NOT NULL CHECK (status BETWEEN 200 AND 299),
-        response_headers jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(response_headers) = 'object'),
-        response_body    bytea NOT NULL,
-        created_at       timestamptz NOT NULL DEFAULT now(),
-        CONSTRAINT idempotency_keys_pkey PRIMARY KEY (subject, key)
-    )
-    """,
-    "CREATE INDEX idempotency_keys_created_at_idx ON idempotency_keys (created_at)",
-)
-
 
 class InvalidIdempotencyKey(Problem):
     status = 400

@@ -17,7 +17,6 @@ from fractions import Fraction
 from typing import Any
 
 import asyncpg
-from alembic import op
 
 from shared.checks import (
     AcceptedValues,
@@ -637,57 +636,6 @@ async def latest_run_summary(conn: asyncpg.Connection) -> dict[str, Any] | None:
     return None if run is None else run.summary()
 
 
-# --- Schema (called by each domain's migration) --------------------------------------------
-
-# The shape every domain database keeps its runs in. A later change of shape is a new
-# function called by new migrations; these statements stay as the 0002 migrations ran them.
-QUALITY_TABLES: tuple[str, ...] = (
-    """
-    CREATE TABLE quality_runs (
-        run_id      serial PRIMARY KEY,
-        started_at  timestamptz NOT NULL,
-        finished_at timestamptz NOT NULL,
-        trigger     text NOT NULL CHECK (trigger IN ('manual', 'schedule', 'cli')),
-        score       numeric(4,1) CHECK (score BETWEEN 0 AND 100),
-        checks      integer NOT NULL CHECK (checks >= 0),
-        passed      integer NOT NULL CHECK (passed >= 0),
-        failed      integer NOT NULL CHECK (failed >= 0),
-        warned      integer NOT NULL CHECK (warned >= 0),
-        errored     integer NOT NULL CHECK (errored >= 0),
-        CONSTRAINT quality_runs_counts_check CHECK (checks = passed + failed + warned + errored),
-        CONSTRAINT quality_runs_finished_check CHECK (finished_at >= started_at)
-    )
-    """,
-    """
-    CREATE TABLE quality_results (
-        result_id      bigserial PRIMARY KEY,
-        run_id         integer NOT NULL REFERENCES quality_runs (run_id) ON DELETE CASCADE,
-        product        text NOT NULL,
-        check_name     text NOT NULL,
-        kind           text NOT NULL,
-        dimension      text NOT NULL,
-        severity       text NOT NULL CHECK (severity IN ('critical', 'major', 'minor')),
-        outcome        text NOT NULL CHECK (outcome IN ('pass', 'fail', 'warn', 'error')),
-        measured_value numeric,
-        threshold      text NOT NULL,
-        message        text NOT NULL,
-        sample_rows    jsonb NOT NULL DEFAULT '[]'
-                       CHECK (jsonb_typeof(sample_rows) = 'array'
-                              AND jsonb_array_length(sample_rows) <= 5)
-    )
-    """,
-    "CREATE INDEX quality_results_run_id_idx ON quality_results (run_id)",
-    "CREATE INDEX quality_results_product_run_id_idx ON quality_results (product, run_id)",
-)
-
-
-def quality_tables_upgrade() -> None:
-    """Create quality_runs and quality_results (inside a domain's Alembic migration)."""
-    for statement in QUALITY_TABLES:
-        op.execute(statement)
-
-
-def quality_tables_downgrade() -> None:
-    """Drop quality_results and quality_runs (inside a domain's Alembic migration)."""
-    op.execute("DROP TABLE IF EXISTS quality_results")
-    op.execute("DROP TABLE IF EXISTS quality_runs")
+# The runs are kept in quality_runs and quality_results, created once for every domain database
+# by the framework's migration branch (migrations/framework/versions/0001_quality.py); a change
+# of their shape is a new revision of that branch.

@@ -1,10 +1,15 @@
-"""The schema every domain's writes need (migration 0003 of each domain, statements written
-once here): timestamps kept by the database, and the kept responses of idempotent writes.
+"""The timestamps every domain's writes keep (statements written once here, called by a
+domain's migration with its tables):
 
 - `updated_at` is set to the transaction's time by a trigger whenever a row really changes
   (an UPDATE that changes nothing leaves it), whatever client wrote it.
 - `created_at` takes its default on insert and never changes after: a trigger keeps the old
   value on every UPDATE.
+
+The triggers' functions (`datamesh_touch_updated_at()`, `datamesh_keep_created_at()`) and the
+`idempotency_keys` table are the framework's, created once for every domain database by its
+migration branch (migrations/framework/versions/0002_writes.py): a domain's revision that
+calls these depends on that revision.
 """
 
 from __future__ import annotations
@@ -13,27 +18,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from shared.idempotency import IDEMPOTENCY_TABLES
 from shared.query import quote_ident
-
-FUNCTIONS: tuple[str, ...] = (
-    """
-    CREATE FUNCTION datamesh_touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        NEW.updated_at := now();
-        RETURN NEW;
-    END
-    $$
-    """,
-    """
-    CREATE FUNCTION datamesh_keep_created_at() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        NEW.created_at := OLD.created_at;
-        RETURN NEW;
-    END
-    $$
-    """,
-)
 
 
 def _triggers(updated_at: Sequence[str], created_at: Sequence[str]) -> list[str]:
@@ -53,16 +38,14 @@ def _triggers(updated_at: Sequence[str], created_at: Sequence[str]) -> list[str]
     return statements
 
 
-def write_tables_upgrade(*, updated_at: Sequence[str], created_at: Sequence[str]) -> None:
-    """Create the timestamp triggers on the named tables and the idempotency_keys table
-    (inside a domain's Alembic migration)."""
-    for statement in (*FUNCTIONS, *_triggers(updated_at, created_at), *IDEMPOTENCY_TABLES):
+def timestamp_triggers_upgrade(*, updated_at: Sequence[str], created_at: Sequence[str]) -> None:
+    """Create the timestamp triggers on the named tables (inside a domain's Alembic migration)."""
+    for statement in _triggers(updated_at, created_at):
         op.execute(statement)
 
 
-def write_tables_downgrade(*, updated_at: Sequence[str], created_at: Sequence[str]) -> None:
-    """Drop what write_tables_upgrade created."""
-    op.execute("DROP TABLE IF EXISTS idempotency_keys")
+def timestamp_triggers_downgrade(*, updated_at: Sequence[str], created_at: Sequence[str]) -> None:
+    """Drop what timestamp_triggers_upgrade created."""
     for table in updated_at:
         op.execute(
             f"DROP TRIGGER IF EXISTS {quote_ident(table + '_touch_updated_at')} "
@@ -73,5 +56,3 @@ def write_tables_downgrade(*, updated_at: Sequence[str], created_at: Sequence[st
             f"DROP TRIGGER IF EXISTS {quote_ident(table + '_keep_created_at')} "
             f"ON {quote_ident(table)}"
         )
-    op.execute("DROP FUNCTION IF EXISTS datamesh_touch_updated_at()")
-    op.execute("DROP FUNCTION IF EXISTS datamesh_keep_created_at()")

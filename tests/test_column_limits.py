@@ -243,7 +243,7 @@ def test_the_migration_leaves_a_limit_not_valid_where_existing_rows_break_it(
             "payment_method, sales_rep, region) VALUES "
             "(1, 'infinity', 'Pending', 0, 'Wire', 'Rep', 'North America')"
         )
-    command.upgrade(alembic_config("sales", url), "head")
+    command.upgrade(alembic_config("sales", url), "heads")
     with psycopg.connect(url, autocommit=True) as conn:
         valid: dict[str, bool] = dict(
             conn.execute(

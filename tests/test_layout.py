@@ -26,11 +26,12 @@ from shared.settings import MeshSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATAMESH = str(Path(sys.executable).parent / "datamesh")
-# the framework: shared/ and the mesh's machinery; the mesh's metric declarations name the
-# products they read (and shared/swagger_ui/ holds Swagger UI's own files, vendored as published)
+# the framework: shared/, the mesh's machinery and the framework's migration branch; the mesh's
+# metric declarations name the products they read (and shared/swagger_ui/ holds Swagger UI's own
+# files, vendored as published)
 FRAMEWORK = [
     path
-    for folder in ("shared", "services/federation")
+    for folder in ("shared", "services/federation", "migrations/framework")
     for path in sorted((ROOT / folder).rglob("*"))
     if path.is_file()
     and "__pycache__" not in path.parts

@@ -1,28 +1,26 @@
-"""Quality history: quality_runs and quality_results (see shared.quality).
+"""Quality history: now the framework's (migrations/framework/versions/0001_quality.py).
 
 Revision ID: 0002_marketing_quality
 Revises: 0001_marketing
 Create Date: 2024-10-18
 
-Every domain keeps its quality runs in the same two tables; the statements live once, in
-shared.quality, and each domain's migration calls them.
+This revision created quality_runs and quality_results until the framework's own branch did
+(one revision for every domain database). It does nothing now, and depends on that revision:
+a database already past it holds the tables, so Alembic counts the framework's revision as
+applied there and the tables keep their rows; a new database gets them from the framework.
 """
 
 from collections.abc import Sequence
 
-from shared.quality import quality_tables_downgrade, quality_tables_upgrade
-
 revision: str = "0002_marketing_quality"
 down_revision: str | Sequence[str] | None = "0001_marketing"
 branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = "0001_framework_quality"
 
 
 def upgrade() -> None:
-    """Create the quality run and result tables."""
-    quality_tables_upgrade()
+    """Nothing: the framework's branch creates the tables."""
 
 
 def downgrade() -> None:
-    """Drop the quality run and result tables."""
-    quality_tables_downgrade()
+    """Nothing."""

@@ -1,28 +1,27 @@
-"""A failed refresh of the analytics views, noted for the metadata (see shared.views).
+"""A failed refresh of the views: now the framework's
+(migrations/framework/versions/0004_view_refresh_errors.py).
 
 Revision ID: 0006_marketing_refresh_errors
 Revises: 0005_marketing_column_limits
 Create Date: 2026-12-07
 
-The service notes the last failure of a refresh (the database's message) and since when
-refreshes fail in view_refresh_errors; the metadata's freshness of each view shows it.
+This revision created view_refresh_errors until the framework's own branch did (one revision
+for every domain database). It does nothing now, and depends on that revision: a database
+already past it holds the table, so Alembic counts the framework's revision as applied there
+and the table keeps its row; a new database gets it from the framework.
 """
 
 from collections.abc import Sequence
 
-from shared.view_schema import refresh_errors_downgrade, refresh_errors_upgrade
-
 revision: str = "0006_marketing_refresh_errors"
 down_revision: str | Sequence[str] | None = "0005_marketing_column_limits"
 branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = "0004_framework_refresh_errors"
 
 
 def upgrade() -> None:
-    """Create view_refresh_errors."""
-    refresh_errors_upgrade()
+    """Nothing: the framework's branch creates view_refresh_errors."""
 
 
 def downgrade() -> None:
-    """Drop view_refresh_errors."""
-    refresh_errors_downgrade()
+    """Nothing."""
