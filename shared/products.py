@@ -237,6 +237,11 @@ class ServiceLevels:
 # names a product may not take: they are routes of every domain
 RESERVED_PRODUCT_NAMES = frozenset({"metadata", "quality", "contracts", "corrections"})
 _DOMAIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
+# names a domain may not take: the mesh's service, the framework's migration history
+RESERVED_DOMAIN_NAMES = {
+    "mesh": "the federation service's",
+    "framework": "the framework's migration history's (migrations/framework/)",
+}
 
 
 @dataclass(frozen=True)
@@ -265,8 +270,8 @@ class Domain:
                 f"Domain name '{self.name}' must be lowercase letters, digits and underscores, "
                 "starting with a letter (it names a package, scopes and variables)"
             )
-        if self.name == "mesh":
-            raise ValueError("Domain name 'mesh' is the federation service's")
+        if self.name in RESERVED_DOMAIN_NAMES:
+            raise ValueError(f"Domain name '{self.name}' is {RESERVED_DOMAIN_NAMES[self.name]}")
         if self.port is not None and not 0 < self.port < 65536:
             raise ValueError(f"Domain '{self.name}': port {self.port} is not a TCP port")
         if self.rate_limit_per_minute < 0:

@@ -213,6 +213,10 @@ def test_a_domain_must_declare_its_port_and_a_port_of_its_own(
         ({"name": "Finance"}, "Domain name 'Finance' must be lowercase letters"),
         ({"name": "fin-ance"}, "Domain name 'fin-ance' must be lowercase letters"),
         ({"name": "mesh"}, "Domain name 'mesh' is the federation service's"),
+        (
+            {"name": "framework"},
+            "Domain name 'framework' is the framework's migration history's (migrations/framework/)",
+        ),
         ({"port": 70000}, "Domain 'finance': port 70000 is not a TCP port"),
         ({"rate_limit_per_minute": -1}, "Domain 'finance': a negative rate limit"),
     ],
