@@ -1,0 +1,69 @@
+"""The parts import only what ARCHITECTURE.md allows: the framework knows no service, a domain
+knows no other domain nor the mesh, the mesh reads domains over HTTP only, and the client knows
+neither the framework nor the services."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from services import DOMAINS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports (absolute names; relative imports are within its package)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+def _python_files(folder: str) -> list[Path]:
+    return sorted(p for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _offences(folder: str, allowed: tuple[str, ...], ours: tuple[str, ...]) -> list[str]:
+    """Imports of this project's packages (`ours`) that a folder's files may not make."""
+    return [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in _python_files(folder)
+        for module in sorted(_imports(path))
+        if module.split(".")[0] in ours
+        and not any(module == a or module.startswith(f"{a}.") for a in allowed)
+    ]
+
+
+OURS = ("shared", "services", "migrations", "datamesh", "tests", "bench")
+
+
+def test_the_framework_imports_only_itself() -> None:
+    assert _offences("shared", ("shared",), OURS) == []
+
+
+def test_a_domain_imports_the_framework_and_itself_only() -> None:
+    for name in DOMAINS:
+        assert _offences(f"services/{name}", ("shared", f"services.{name}"), OURS) == []
+
+
+def test_the_mesh_reads_domains_over_http_only() -> None:
+    # the registration (service names and ports for its default registry), never a domain's code
+    allowed = ("shared", "services.federation", "services")
+    offences = _offences("services/federation", allowed, OURS)
+    offences += [
+        f"services/federation imports {module}"
+        for path in _python_files("services/federation")
+        for module in _imports(path)
+        if any(module == f"services.{d}" or module.startswith(f"services.{d}.") for d in DOMAINS)
+    ]
+    assert offences == []
+
+
+def test_the_client_imports_neither_the_framework_nor_the_services() -> None:
+    # datamesh/_cli.py, the command's shim, imports the CLI lazily inside its function
+    offences = _offences("datamesh", ("datamesh",), OURS)
+    assert offences == ["datamesh/_cli.py imports services.cli"]
