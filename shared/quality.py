@@ -22,8 +22,8 @@ import asyncpg
 from alembic import op
 
 from shared.checks import CONSUMER_CLOCK, Check, DeclarationError, Measurement, Severity
-from shared.checks.base import declared_column
-from shared.products import Classification, Column, Domain, Product
+from shared.checks.base import declared_column, plain
+from shared.products import Classification, Domain, Product
 from shared.query import quote_ident
 
 SAMPLE_ROWS = 5
@@ -185,16 +185,15 @@ class QualityRun:
 # --- Measuring ---------------------------------------------------------------------------
 
 
-def _column(product: Product, name: str) -> Column:
-    return declared_column(product, name)
-
-
 def _sample_columns(product: Product, check: Check) -> list[str]:
     """The key, then the checked columns that are not PII (a PII value never leaves in a
     sample; the key is enough to find the row)."""
     names = list(product.key)
     for name in check.checked_columns:
-        if _column(product, name).classification is not Classification.PII and name not in names:
+        if (
+            declared_column(product, name).classification is not Classification.PII
+            and name not in names
+        ):
             names.append(name)
     return names
 
@@ -219,15 +218,11 @@ def _samples_query(product: Product, check: Check, measurement: Measurement) -> 
     """
 
 
-def _plain(value: Decimal | float | int) -> str:
-    return format(Decimal(str(value)).normalize(), "f")
-
-
 def measurement(product: Product, check: Check, *, clock: str = CONSUMER_CLOCK) -> Measurement:
     """The measurement of one check of one product, its columns checked against the product's
     declaration (a DeclarationError names the unknown one)."""
     for name in (*product.key, *check.checked_columns):
-        _column(product, name)
+        declared_column(product, name)
     return check.measurement(product, clock=clock)
 
 
@@ -276,7 +271,7 @@ async def _run_check(
         measured = exact.quantize(Decimal(1).scaleb(-measure.places), rounding=ROUND_HALF_UP)
     failed = Outcome.WARN if check.warn_only else Outcome.FAIL
     outcome = Outcome.PASS if ok else failed
-    found = "no rows" if measured is None else f"{_plain(measured)} {measure.unit}"
+    found = "no rows" if measured is None else f"{plain(measured)} {measure.unit}"
     if measured is not None and not measured.is_finite():
         # an infinite date or timestamp (PostgreSQL's infinity) measures an infinite age: no
         # number to keep, and not a pass whichever way the comparison went
