@@ -4,7 +4,6 @@ and served at /<domain>/v1/products/{product}/contract as YAML or JSON."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
@@ -12,19 +11,8 @@ import yaml
 from fastapi import APIRouter, Query, Request, Response
 
 from shared.api import pii_scope, product_path
-from shared.checks import (
-    AcceptedValues,
-    Check,
-    Consistency,
-    Freshness,
-    NotNull,
-    Outliers,
-    Pattern,
-    Range,
-    References,
-    RowCount,
-    Unique,
-)
+from shared.checks import Check, Freshness
+from shared.checks.base import duration, odcs_number, spoken
 from shared.errors import NotAcceptable, UnknownProduct
 from shared.formats import accepted_media
 from shared.openapi import problem
@@ -65,169 +53,41 @@ def contract_path(service: str, product: Product) -> str:
 
 # --- quality rules ---------------------------------------------------------------------------
 
-
-def _number(value: float) -> int | float:
-    """A threshold as YAML and JSON show it best: 0 rather than 0.0."""
-    return int(value) if float(value).is_integer() else value
-
-
-def _duration(age: dt.timedelta) -> tuple[int, str]:
-    """A duration as a whole number of the largest unit that holds it exactly."""
-    seconds = int(age.total_seconds())
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if seconds and seconds % size == 0:
-            return seconds // size, unit
-    return seconds, "s"
-
-
-def _spoken(age: dt.timedelta) -> str:
-    value, unit = _duration(age)
-    word = {"d": "day", "h": "hour", "min": "minute", "s": "second"}[unit]
-    return f"{value} {word}{'' if value == 1 else 's'}"
-
-
-def _references_sql(product: Product, check: References) -> str:
-    present = " AND ".join(f"t.{c} IS NOT NULL" for c in check.columns)
-    joined = " AND ".join(
-        f"r.{target} = t.{column}"
-        for column, target in zip(check.columns, check.target_columns, strict=True)
-    )
-    return (
-        f"SELECT count(*) FROM {product.source} AS t WHERE {present} "
-        f"AND NOT EXISTS (SELECT 1 FROM {check.target_table} AS r WHERE {joined})"
-    )
-
-
-def _outliers_sql(product: Product, check: Outliers) -> str:
-    column, source = check.column, product.source
-    return (
-        f"WITH s AS (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY {column}) AS median "
-        f"FROM {source}), "
-        f"m AS (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(t.{column} - s.median)) "
-        f"AS mad FROM {source} AS t, s) "
-        f"SELECT count(*) FROM {source} AS t, s, m WHERE m.mad > 0 "
-        f"AND 0.6745 * abs(t.{column} - s.median) / m.mad > {_number(check.threshold)}"
-    )
-
-
-def _range_text(check: Range) -> tuple[str, str]:
-    """The rule in words and the SQL condition a breaking value meets."""
-    low, high = check.minimum, check.maximum
-    column = check.column
-    if low is not None and high is not None:
-        return (
-            f"between {_number(low)} and {_number(high)}",
-            f"{column} < {_number(low)} OR {column} > {_number(high)}",
-        )
-    if low is not None:
-        return f"at least {_number(low)}", f"{column} < {_number(low)}"
-    if high is not None:
-        return f"at most {_number(high)}", f"{column} > {_number(high)}"
-    return "any value", "false"
-
-
-def _row_count_threshold(check: RowCount) -> tuple[str, dict[str, Any]]:
-    low, high = check.minimum, check.maximum
-    if low is not None and high is not None:
-        if low == high:
-            return f"exactly {low}", {"mustBe": low}
-        return f"between {low} and {high}", {"mustBeBetween": [low, high]}
-    if low is not None:
-        return f"at least {low}", {"mustBeGreaterOrEqualTo": low}
-    if high is not None:
-        return f"at most {high}", {"mustBeLessOrEqualTo": high}
-    return "any number of", {"mustBeGreaterOrEqualTo": 0}
+# The engine named by a rule only the domain can run: its SQL reads tables of the domain's
+# database beyond the product (a consumer's tools, which read the product's endpoint, skip a
+# custom rule of an engine they do not know; the domain's quality runs execute it).
+DOMAIN_ENGINE = "datamesh"
 
 
 def quality_rule(product: Product, check: Check) -> tuple[str | None, dict[str, Any]]:
     """A declared check as an ODCS quality rule, with the column it belongs to (None: the
-    rule is on the whole schema object). Library metrics where ODCS has one, else the rule as
-    a PostgreSQL query over the product's source counting the rows that break it."""
-    column: str | None = None
-    default: str
+    rule is on the whole schema object).
+
+    The rule's query is the check's measurement, the very statement the domain's quality runs
+    execute, with the threshold its value must meet: `type: sql`, runnable on PostgreSQL and
+    on DuckDB over the product's published rows; or, when it reads other tables of the
+    domain, `type: custom` of engine `datamesh` with the same query in its implementation."""
+    measured = check.measurement(product)
+    comparison = {**measured.threshold, "unit": measured.odcs_unit}
     rule: dict[str, Any]
-    rows = {"mustBe": 0, "unit": "rows"}
-    if isinstance(check, NotNull):
-        column = check.column
-        default = f"{column} is never null."
-        rule = {"type": "library", "metric": "nullValues", **rows}
-    elif isinstance(check, Unique) and len(check.columns) == 1:
-        column = check.columns[0]
-        default = f"No two rows share a value of {column}."
-        rule = {"type": "library", "metric": "duplicateValues", **rows}
-    elif isinstance(check, Unique):
-        default = f"No two rows share a combination of ({', '.join(check.columns)})."
+    if measured.reads:
         rule = {
-            "type": "library",
-            "metric": "duplicateValues",
-            "arguments": {"properties": list(check.columns)},
-            **rows,
+            "type": "custom",
+            "engine": DOMAIN_ENGINE,
+            "implementation": {
+                "dialect": "postgresql",
+                "query": measured.query,
+                **measured.threshold,
+                "reads": [product.source, *measured.reads],
+                "runBy": "the domain's quality runs, on its database",
+            },
+            "unit": measured.odcs_unit,
         }
-    elif isinstance(check, AcceptedValues):
-        column = check.column
-        default = f"{column} is one of: {', '.join(check.values)}."
-        rule = {
-            "type": "library",
-            "metric": "invalidValues",
-            "arguments": {"validValues": list(check.values)},
-            **rows,
-        }
-    elif isinstance(check, Pattern):
-        column = check.column
-        default = f"{column} matches the {check.label} pattern {check.regex}."
-        rule = {
-            "type": "library",
-            "metric": "invalidValues",
-            "arguments": {"pattern": check.regex},
-            **rows,
-        }
-    elif isinstance(check, RowCount):
-        words, threshold = _row_count_threshold(check)
-        default = f"The product has {words} rows."
-        rule = {"type": "library", "metric": "rowCount", **threshold, "unit": "rows"}
-    elif isinstance(check, Range):
-        column = check.column
-        words, breaks = _range_text(check)
-        default = f"{column} is {words}."
-        query = f"SELECT count(*) FROM {product.source} WHERE {breaks}"
-        rule = {"type": "sql", "query": query, **rows}
-    elif isinstance(check, References):
-        targets = ", ".join(f"{check.target_table}.{c}" for c in check.target_columns)
-        if len(check.columns) == 1:
-            column = check.columns[0]
-        default = f"Every non-null {', '.join(check.columns)} exists as {targets}."
-        rule = {"type": "sql", "query": _references_sql(product, check), **rows}
-    elif isinstance(check, Freshness):
-        column = check.column
-        declared = product.column(column)
-        newest = f"max({column})"
-        if declared is not None and declared.type is ColumnType.DATE:
-            newest = f"max({column})::timestamp AT TIME ZONE 'UTC'"  # a day from its midnight
-        default = f"The newest {column} is at most {_spoken(check.max_age)} old."
-        query = f"SELECT extract(epoch FROM now() - {newest}) / 3600 FROM {product.source}"
-        rule = {
-            "type": "sql",
-            "query": query,
-            "mustBeLessOrEqualTo": _number(check.max_age.total_seconds() / 3600),
-            "unit": "hours",
-        }
-    elif isinstance(check, Consistency):
-        default = f"No row breaks the rule {check.rule}."
-        query = f"SELECT count(*) FROM {product.source} AS t WHERE ({check.violations})"
-        rule = {"type": "sql", "query": query, **rows}
-    elif isinstance(check, Outliers):
-        column = check.column
-        default = (
-            f"No {column} has a robust z-score (0.6745 x |x - median| / MAD) above "
-            f"{_number(check.threshold)}."
-        )
-        rule = {"type": "sql", "query": _outliers_sql(product, check), **rows}
-    else:  # a check type this module does not know yet: described, not executable
-        default = f"{check.kind} check {check.name}."
-        rule = {"type": "text"}
+    else:
+        rule = {"type": "sql", "query": measured.query, **comparison}
     odcs: dict[str, Any] = {
         "name": check.name,
-        "description": check.description or default,
+        "description": check.description or check.default_description(product),
         **rule,
         "dimension": str(check.dimension),
         "severity": str(check.severity),
@@ -240,7 +100,16 @@ def quality_rule(product: Product, check: Check) -> tuple[str | None, dict[str, 
                 "description": "A breach is reported as a warning, not a failure.",
             }
         ]
-    return column, odcs
+    return check.rule_column, odcs
+
+
+def rule_query(rule: dict[str, Any]) -> str:
+    """The SQL of a contract's quality rule (of type sql, or custom of the domain's engine)."""
+    if rule["type"] == "custom":
+        query: str = rule["implementation"]["query"]
+        return query
+    sql: str = rule["query"]
+    return sql
 
 
 # --- the contract ----------------------------------------------------------------------------
@@ -305,7 +174,7 @@ def _description(domain: Domain, product: Product, url: str) -> dict[str, str]:
     if not product.is_table:
         limitations += (
             " An analytics view: materialized from the domain's tables and refreshed when they "
-            f"change (a committed write is in it within {_spoken(domain.service_levels.view_freshness)})."
+            f"change (a committed write is in it within {spoken(domain.service_levels.view_freshness)})."
         )
     return {"purpose": product.description, "usage": usage, "limitations": limitations}
 
@@ -339,11 +208,11 @@ def _schema_object(domain: Domain, product: Product) -> dict[str, Any]:
 
 def _sla(domain: Domain, product: Product) -> list[dict[str, Any]]:
     levels = domain.service_levels
-    latency, latency_unit = _duration(levels.latency if product.is_table else levels.view_freshness)
+    latency, latency_unit = duration(levels.latency if product.is_table else levels.view_freshness)
     sla: list[dict[str, Any]] = [
         {
             "property": "availability",
-            "value": _number(levels.availability_pct),
+            "value": odcs_number(levels.availability_pct),
             "unit": "percent",
             "description": "Share of time the product's endpoint answers.",
         },
@@ -352,7 +221,7 @@ def _sla(domain: Domain, product: Product) -> list[dict[str, Any]]:
             "value": latency,
             "unit": latency_unit,
             "description": "A write committed to the domain database is readable through "
-            f"the endpoint within {_spoken(levels.latency)}.",
+            f"the endpoint within {spoken(levels.latency)}.",
         }
         if product.is_table
         else {
@@ -360,17 +229,17 @@ def _sla(domain: Domain, product: Product) -> list[dict[str, Any]]:
             "value": latency,
             "unit": latency_unit,
             "description": "A write committed to the domain's tables is reflected in this "
-            f"view within {_spoken(levels.view_freshness)} ({MECHANISM}; the domain's "
+            f"view within {spoken(levels.view_freshness)} ({MECHANISM}; the domain's "
             "metadata tells the instant its rows are as of).",
         },
     ]
     if product.freshness is not None:
-        value, unit = _duration(product.freshness)
+        value, unit = duration(product.freshness)
         freshness: dict[str, Any] = {"property": "freshness", "value": value, "unit": unit}
         column = next((c.column for c in product.checks if isinstance(c, Freshness)), None)
         if column is not None:
             freshness["element"] = f"{product.source}.{column}"
-        freshness["description"] = f"The newest row is at most {_spoken(product.freshness)} old" + (
+        freshness["description"] = f"The newest row is at most {spoken(product.freshness)} old" + (
             f" (by {column})." if column else "."
         )
         sla.append(freshness)

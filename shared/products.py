@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from shared.checks import Check
-
 if TYPE_CHECKING:
+    from shared.checks import Check
     from shared.writes import TableWrites
 
 

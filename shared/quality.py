@@ -1,8 +1,10 @@
-"""Quality runs: every declared check of a domain's products measured by one SQL query against
-the product's source, scored, and kept in the domain's own database.
+"""Quality runs: every declared check of a domain's products measured by its measurement's
+query against the product's source (the query the product's contract publishes), scored, and
+kept in the domain's own database.
 
-Identifiers in the SQL come only from declarations (quoted); every value is a bound parameter.
-A `Consistency` rule's `violations` is SQL written in the declaration, trusted as code is.
+Identifiers in the SQL come only from declarations (quoted), and so do the values, as SQL
+literals (shared/checks), so that the statement run is the one published. A `Consistency`
+rule's `violations` is SQL written in the declaration, trusted as code is.
 """
 
 from __future__ import annotations
@@ -18,21 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from shared.checks import (
-    AcceptedValues,
-    Check,
-    Consistency,
-    Freshness,
-    NotNull,
-    Outliers,
-    Pattern,
-    Range,
-    References,
-    RowCount,
-    Severity,
-    Unique,
-)
-from shared.products import Classification, Column, ColumnType, Domain, Product
+from shared.checks import CONSUMER_CLOCK, Check, DeclarationError, Measurement, Severity
+from shared.checks.base import declared_column, plain
+from shared.products import Classification, Domain, Product
 from shared.query import quote_ident
 
 SAMPLE_ROWS = 5
@@ -194,233 +184,49 @@ class QualityRun:
 # --- Measuring ---------------------------------------------------------------------------
 
 
-class DeclarationError(Exception):
-    """A check that cannot be measured as declared (names an undeclared column, ...)."""
-
-
-@dataclass(frozen=True)
-class _Measure:
-    """One check as SQL: returns measured, ok (boolean), samples (JSON text) and detail."""
-
-    sql: str
-    args: tuple[Any, ...]
-    threshold: str
-    unit: str
-
-
-def _column(product: Product, name: str) -> Column:
-    column = product.column(name)
-    if column is None:
-        raise DeclarationError(
-            f"the check names column '{name}', which product '{product.name}' does not declare; "
-            f"known: {', '.join(product.column_names)}"
-        )
-    return column
-
-
 def _sample_columns(product: Product, check: Check) -> list[str]:
     """The key, then the checked columns that are not PII (a PII value never leaves in a
     sample; the key is enough to find the row)."""
     names = list(product.key)
     for name in check.checked_columns:
-        if _column(product, name).classification is not Classification.PII and name not in names:
+        if (
+            declared_column(product, name).classification is not Classification.PII
+            and name not in names
+        ):
             names.append(name)
     return names
 
 
-def _rows_query(
-    product: Product,
-    check: Check,
-    where: str,
-    *,
-    prelude: str = "",
-    joins: str = "",
-    measured: str = "(SELECT count(*) FROM failing)",
-    detail: str = "NULL",
-) -> str:
-    """The failing rows of the source (alias t) under `where`: their count (or `measured`),
-    and the first few by key with the key and the checked columns."""
+def _samples_query(product: Product, check: Check, measurement: Measurement) -> str:
+    """The first few failing rows by key, with the key and the checked columns, as JSON."""
     sample = _sample_columns(product, check)
     select = ", ".join(f"t.{quote_ident(c)}" for c in sample)
     order = ", ".join(f"s.{quote_ident(c)}" for c in product.key)
     source = quote_ident(product.source)
+    ctes = ", ".join(
+        (
+            *measurement.prelude,
+            f"failing AS (SELECT {select} FROM {source} AS t{measurement.joins} "
+            f"WHERE {measurement.failing})",
+        )
+    )
     return f"""
-        WITH {prelude}
-        failing AS (SELECT {select} FROM {source} AS t {joins} WHERE {where})
-        SELECT {measured} AS measured,
-               {measured} = 0 AS ok,
-               (SELECT coalesce(json_agg(s ORDER BY {order}), '[]')
-                FROM (SELECT * FROM failing AS s ORDER BY {order} LIMIT {SAMPLE_ROWS}) AS s
-               )::text AS samples,
-               {detail} AS detail
+        WITH {ctes}
+        SELECT coalesce(json_agg(s ORDER BY {order}), '[]')::text
+        FROM (SELECT * FROM failing AS s ORDER BY {order} LIMIT {SAMPLE_ROWS}) AS s
     """
 
 
-def _number(value: float) -> Decimal:
-    return Decimal(str(value))
-
-
-def _plain(value: Decimal | float | int) -> str:
-    return format(Decimal(str(value)).normalize(), "f")
-
-
-def _measure(product: Product, check: Check, now: dt.datetime) -> _Measure:
-    """The SQL that measures one check of one product."""
+def measurement(product: Product, check: Check, *, clock: str = CONSUMER_CLOCK) -> Measurement:
+    """The measurement of one check of one product, its columns checked against the product's
+    declaration (a DeclarationError names the unknown one)."""
     for name in (*product.key, *check.checked_columns):
-        _column(product, name)
-    source = quote_ident(product.source)
-    if isinstance(check, NotNull):
-        col = quote_ident(check.column)
-        return _Measure(
-            _rows_query(product, check, f"t.{col} IS NULL"), (), "0 null values", "null values"
-        )
-    if isinstance(check, Unique):
-        cols = [quote_ident(c) for c in check.columns]
-        plain = ", ".join(cols)
-        present = " AND ".join(f"t.{c} IS NOT NULL" for c in cols)
-        prelude = (
-            f"duplicated AS (SELECT {', '.join(f't.{c}' for c in cols)} FROM {source} AS t "
-            f"WHERE {present} GROUP BY {plain} HAVING count(*) > 1),"
-        )
-        where = f"({', '.join(f't.{c}' for c in cols)}) IN (SELECT {plain} FROM duplicated)"
-        return _Measure(
-            _rows_query(
-                product, check, where, prelude=prelude, measured="(SELECT count(*) FROM duplicated)"
-            ),
-            (),
-            "0 duplicated values",
-            "duplicated values (groups of rows sharing them)",
-        )
-    if isinstance(check, AcceptedValues):
-        col = quote_ident(check.column)
-        where = f"t.{col} IS NOT NULL AND NOT (t.{col}::text = ANY($1::text[]))"
-        return _Measure(
-            _rows_query(product, check, where),
-            (list(check.values),),
-            "values in " + ", ".join(check.values),
-            "values not accepted",
-        )
-    if isinstance(check, Range):
-        col = quote_ident(check.column)
-        where = f"(t.{col} < $1::numeric OR t.{col} > $2::numeric)"  # NULL bounds are open
-        low, high = check.minimum, check.maximum
-        bounds = [
-            f">= {_plain(low)}" if low is not None else "",
-            f"<= {_plain(high)}" if high is not None else "",
-        ]
-        return _Measure(
-            _rows_query(product, check, where),
-            (None if low is None else _number(low), None if high is None else _number(high)),
-            "values " + " and ".join(b for b in bounds if b),
-            "values out of range",
-        )
-    if isinstance(check, Pattern):
-        col = quote_ident(check.column)
-        where = f"t.{col} IS NOT NULL AND NOT (t.{col}::text ~ $1)"
-        return _Measure(
-            _rows_query(product, check, where),
-            (check.regex,),
-            f"values matching {check.regex}",
-            "values not matching",
-        )
-    if isinstance(check, References):
-        if len(check.columns) != len(check.target_columns) or not check.columns:
-            raise DeclarationError(
-                f"references {check.columns} -> {check.target_columns}: the column lists differ "
-                "in length"
-            )
-        target = quote_ident(check.target_table)
-        present = " AND ".join(f"t.{quote_ident(c)} IS NOT NULL" for c in check.columns)
-        match = " AND ".join(
-            f"r.{quote_ident(tc)} = t.{quote_ident(c)}"
-            for c, tc in zip(check.columns, check.target_columns, strict=True)
-        )
-        where = f"{present} AND NOT EXISTS (SELECT 1 FROM {target} AS r WHERE {match})"
-        return _Measure(
-            _rows_query(product, check, where),
-            (),
-            f"0 orphans ({', '.join(check.columns)} in "
-            f"{check.target_table}({', '.join(check.target_columns)}))",
-            "orphan rows",
-        )
-    if isinstance(check, Consistency):
-        return _Measure(
-            _rows_query(product, check, f"({check.violations}) IS TRUE"),
-            (),
-            f"0 rows breaking {check.rule}",
-            "rows breaking the rule",
-        )
-    if isinstance(check, Outliers):
-        col = quote_ident(check.column)
-        value = f"t.{col}::double precision"
-        prelude = (
-            f"centre AS (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY {value}) AS median "
-            f"FROM {source} AS t WHERE t.{col} IS NOT NULL), "
-            f"spread AS (SELECT percentile_cont(0.5) WITHIN GROUP "
-            f"(ORDER BY abs({value} - centre.median)) AS mad "
-            f"FROM {source} AS t, centre WHERE t.{col} IS NOT NULL),"
-        )
-        where = (
-            f"spread.mad > 0 AND 0.6745 * abs({value} - centre.median) / spread.mad > $1::float8"
-        )
-        detail = (
-            "(SELECT format('median %s, MAD %s', round(centre.median::numeric, 2), "
-            "round(spread.mad::numeric, 2)) FROM centre, spread)"
-        )
-        return _Measure(
-            _rows_query(
-                product, check, where, prelude=prelude, joins=", centre, spread", detail=detail
-            ),
-            (check.threshold,),
-            f"robust z-score <= {_plain(check.threshold)}",
-            "outliers",
-        )
-    if isinstance(check, Freshness):
-        column = _column(product, check.column)
-        col = quote_ident(check.column)
-        if column.type is ColumnType.DATE:  # a day counts from its midnight, UTC
-            newest = f"max(t.{col})::timestamp AT TIME ZONE 'UTC'"
-        elif column.type is ColumnType.TIMESTAMP:
-            newest = f"max(t.{col})"
-        else:
-            raise DeclarationError(
-                f"freshness of '{check.column}', a {column.type} column: only date and "
-                "timestamp columns have an age"
-            )
-        hours = check.max_age.total_seconds() / 3600
-        sql = f"""
-            SELECT round((extract(epoch FROM $1::timestamptz - newest) / 3600)::numeric, 2)
-                       AS measured,
-                   coalesce($1::timestamptz - newest <= $2::interval, FALSE) AS ok,
-                   '[]'::text AS samples,
-                   'newest ' || newest AS detail
-            FROM (SELECT {newest} AS newest FROM {quote_ident(product.source)} AS t) AS n
-        """
-        return _Measure(sql, (now, check.max_age), f"age <= {_plain(hours)} h", "hours old")
-    if isinstance(check, RowCount):
-        bounds = [
-            f">= {check.minimum}" if check.minimum is not None else "",
-            f"<= {check.maximum}" if check.maximum is not None else "",
-        ]
-        sql = f"""
-            SELECT count(*) AS measured,
-                   count(*) >= coalesce($1::bigint, 0)
-                       AND count(*) <= coalesce($2::bigint, count(*)) AS ok,
-                   '[]'::text AS samples,
-                   NULL AS detail
-            FROM {quote_ident(product.source)}
-        """
-        return _Measure(
-            sql,
-            (check.minimum, check.maximum),
-            "rows " + " and ".join(b for b in bounds if b),
-            "rows",
-        )
-    raise DeclarationError(f"no runner for checks of kind '{check.kind}'")
+        declared_column(product, name)
+    return check.measurement(product, clock=clock)
 
 
 async def _run_check(
-    conn: asyncpg.Connection, product: Product, check: Check, now: dt.datetime
+    conn: asyncpg.Connection, product: Product, check: Check, clock: str
 ) -> CheckResult:
     def result(
         outcome: Outcome,
@@ -443,29 +249,36 @@ async def _run_check(
         )
 
     try:
-        measure = _measure(product, check, now)
+        measure = measurement(product, check, clock=clock)
     except DeclarationError as exc:
         return result(Outcome.ERROR, None, "", f"bad declaration: {exc}")
+    samples: list[dict[str, Any]] = []
     try:
         async with conn.transaction():  # a savepoint: a failing check does not end the run
-            row = await conn.fetchrow(measure.sql, *measure.args)
+            value = await conn.fetchval(measure.query)
+            exact = None if value is None else Decimal(value)
+            ok = measure.passes(exact)
+            if not ok and measure.failing is not None:
+                samples = json.loads(await conn.fetchval(_samples_query(product, check, measure)))
+            detail = None if measure.detail is None else await conn.fetchval(measure.detail)
     except asyncpg.PostgresError as exc:
         if isinstance(exc, asyncpg.PostgresConnectionError):
             raise
-        return result(Outcome.ERROR, None, measure.threshold, f"{type(exc).__name__}: {exc}")
-    assert row is not None
-    measured = None if row["measured"] is None else Decimal(row["measured"])
+        return result(Outcome.ERROR, None, measure.expected, f"{type(exc).__name__}: {exc}")
+    measured = exact
+    if exact is not None and exact.is_finite() and measure.places is not None:
+        measured = exact.quantize(Decimal(1).scaleb(-measure.places), rounding=ROUND_HALF_UP)
     failed = Outcome.WARN if check.warn_only else Outcome.FAIL
-    outcome = Outcome.PASS if row["ok"] else failed
-    found = "no rows" if measured is None else f"{_plain(measured)} {measure.unit}"
+    outcome = Outcome.PASS if ok else failed
+    found = "no rows" if measured is None else f"{plain(measured)} {measure.unit}"
     if measured is not None and not measured.is_finite():
         # an infinite date or timestamp (PostgreSQL's infinity) measures an infinite age: no
         # number to keep, and not a pass whichever way the comparison went
         outcome, found, measured = failed, f"an infinite value ({measured} {measure.unit})", None
-    message = f"{found}; expected {measure.threshold}"
-    if row["detail"]:
-        message += f" ({row['detail']})"
-    return result(outcome, measured, measure.threshold, message, json.loads(row["samples"]))
+    message = f"{found}; expected {measure.expected}"
+    if detail:
+        message += f" ({detail})"
+    return result(outcome, measured, measure.expected, message, samples)
 
 
 async def run_checks(
@@ -473,18 +286,21 @@ async def run_checks(
 ) -> list[CheckResult]:
     """Measure every declared check of the products, in one snapshot of the database.
 
-    Freshness is measured against `now` (default: the current time). A check whose SQL fails
-    is an `error` result with the database's message; the other checks still run.
+    Each check's measured value is its measurement's query, executed as the product's contract
+    publishes it; freshness is measured against `now` (default: the time of the run, the
+    query's own `now()`). A check whose SQL fails is an `error` result with the database's
+    message; the other checks still run.
     """
-    if now is None:
-        now = dt.datetime.now(dt.UTC)
-    elif now.tzinfo is None:
-        raise ValueError(f"now has value '{now.isoformat()}'. Not an aware datetime.")
+    clock = CONSUMER_CLOCK
+    if now is not None:
+        if now.tzinfo is None:
+            raise ValueError(f"now has value '{now.isoformat()}'. Not an aware datetime.")
+        clock = f"'{now.isoformat()}'::timestamptz"
     results: list[CheckResult] = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         for product in products:
             for check in product.checks:
-                results.append(await _run_check(conn, product, check, now))
+                results.append(await _run_check(conn, product, check, clock))
     return results
 
 

@@ -32,7 +32,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shared.checks import AcceptedValues, Pattern, Range, References
 from shared.errors import Problem
 from shared.products import Column, ColumnType, Product
 
@@ -318,26 +317,17 @@ def field_rule(
     """The rule of one column of a product (`choices` narrows its accepted values)."""
     minimum = maximum = None
     pattern = None
-    for check in product.checks:
+    references = None
+    for check in product.checks:  # each kind says what it asks of a written value
         if check.warn_only or check.checked_columns != (column.name,):
             continue
-        if isinstance(check, AcceptedValues) and choices is None:
-            choices = tuple(check.values)
-        elif isinstance(check, Range):
-            if check.minimum is not None:
-                minimum = Decimal(str(check.minimum))
-            if check.maximum is not None:
-                maximum = Decimal(str(check.maximum))
-        elif isinstance(check, Pattern):
-            pattern = check.regex
-    references = next(
-        (
-            (check.target_table, check.target_columns[0])
-            for check in product.checks
-            if isinstance(check, References) and check.columns == (column.name,)
-        ),
-        None,
-    )
+        rule = check.write_rule()
+        if choices is None:
+            choices = rule.get("choices")
+        minimum = rule.get("minimum", minimum)
+        maximum = rule.get("maximum", maximum)
+        pattern = rule.get("pattern", pattern)
+        references = references or rule.get("references")
     return FieldRule(column, choices, minimum, maximum, pattern, references)
 
 

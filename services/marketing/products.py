@@ -402,6 +402,7 @@ CAMPAIGN_METRICS = Product(
                 "AND t.metric_date BETWEEN c.start_date AND c.end_date)"
             ),
             columns=("campaign_id", "metric_date"),
+            reads=("campaigns",),
             severity=MINOR,
         ),
         Freshness(column="metric_date", max_age=DAILY_FRESHNESS),

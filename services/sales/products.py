@@ -258,6 +258,7 @@ ORDERS = Product(
                 "WHERE i.order_id = t.order_id), 0)"
             ),
             columns=("total_amount",),
+            reads=("order_items",),
             severity=CRITICAL,
         ),
         Freshness(column="order_date", max_age=ORDERS_FRESHNESS),
