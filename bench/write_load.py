@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from services.cli import _prepare, _start_databases, _stop_databases, _terminate
+from services.cli import prepare_databases, start_databases, stop_databases, terminate_services
 from services.sales.sample import REGION_BY_COUNTRY
 from shared.auth import ensure_secret, mint_token
 from shared.embedded import free_port
@@ -227,10 +227,10 @@ def main() -> int:
         os.environ.pop(name, None)  # a database of its own, never one configured
     with tempfile.TemporaryDirectory(prefix="datamesh-write-load-") as tmp:
         root = Path(tmp)
-        databases = _start_databases(root, ("sales",))
+        databases = start_databases(root, ("sales",))
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
-            _prepare(databases, dt.date.today())
+            prepare_databases(databases, dt.date.today())
             (database,) = databases
             with psycopg.connect(database.migration_url) as conn:
                 row = conn.execute("SELECT coalesce(max(order_id), 0) + 1 FROM orders").fetchone()
@@ -287,8 +287,8 @@ def main() -> int:
             elapsed = time.monotonic() - started
             failures = _prove(database.migration_url, first_new, tally)
         finally:
-            _terminate(processes, grace=GRACE_SECONDS)
-            _stop_databases(databases)
+            terminate_services(processes, grace=GRACE_SECONDS)
+            stop_databases(databases)
 
     answered = sum(n for status, n in tally.statuses.items() if isinstance(status, int))
     print(f"clients: {args.clients}, seconds: {elapsed:.1f}, cpus: {os.cpu_count()}")

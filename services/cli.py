@@ -210,7 +210,9 @@ def _as_of(value: str | None) -> dt.date:
         ) from None
 
 
-def _start_databases(data_dir: Path, names: tuple[str, ...] = DOMAINS) -> list[DomainDatabase]:
+def start_databases(data_dir: Path, names: tuple[str, ...] = DOMAINS) -> list[DomainDatabase]:
+    """Each domain's database: the configured server, else an embedded one started under
+    `data_dir` (for the CLI, the benchmarks and tests)."""
     started: list[DomainDatabase] = []
     try:
         for name in names:
@@ -228,18 +230,20 @@ def _start_databases(data_dir: Path, names: tuple[str, ...] = DOMAINS) -> list[D
                 )
             )
     except BaseException:
-        _stop_databases(started)
+        stop_databases(started)
         raise
     return started
 
 
-def _stop_databases(databases: list[DomainDatabase]) -> None:
+def stop_databases(databases: list[DomainDatabase]) -> None:
+    """Stop the embedded servers among them."""
     for database in databases:
         if database.server:
             database.server.stop()
 
 
-def _prepare(databases: list[DomainDatabase], as_of: dt.date) -> None:
+def prepare_databases(databases: list[DomainDatabase], as_of: dt.date) -> None:
+    """Migrate each database and load the sample data as of `as_of` where it is empty."""
     for database in databases:
         database.migrate()
         rows = sample(database.name)(as_of)
@@ -279,10 +283,10 @@ def up(
     started = time.monotonic()
     _refuse_ports_in_use(host, ports)
     typer.echo(f"DataMesh: data in {root}")
-    databases = _start_databases(root)
+    databases = start_databases(root)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        _prepare(databases, _as_of(as_of))
+        prepare_databases(databases, _as_of(as_of))
         base = {name: f"http://{host}:{ports[name]}" for name in ports}
         # no service is given a database URL but its own (the mesh none), nor an owner's
         env = {
@@ -349,8 +353,8 @@ def up(
             time.sleep(0.2)
     finally:
         typer.echo("Stopping DataMesh...")
-        _terminate(processes, grace=settings.shutdown_grace_seconds)
-        _stop_databases(databases)
+        terminate_services(processes, grace=settings.shutdown_grace_seconds)
+        stop_databases(databases)
         typer.echo("Stopped.")
 
 
@@ -400,7 +404,7 @@ def _wait_ready(
         time.sleep(0.1)
 
 
-def _terminate(processes: dict[str, subprocess.Popen[bytes]], *, grace: float) -> None:
+def terminate_services(processes: dict[str, subprocess.Popen[bytes]], *, grace: float) -> None:
     """SIGTERM every service (each finishes its in-flight requests within `grace` seconds, then
     closes its pool); one still running a few seconds after that is killed. The databases are
     stopped after the services, so every acknowledged write is committed before."""
@@ -483,24 +487,24 @@ def token(
 def migrate(data_dir: DataDir = None) -> None:
     """Migrate every domain database to every head: its own revisions and the framework's
     (starting embedded ones if needed)."""
-    databases = _start_databases((data_dir or MeshSettings().data_dir).resolve())
+    databases = start_databases((data_dir or MeshSettings().data_dir).resolve())
     try:
         for database in databases:
             database.migrate()
             heads = ", ".join(migrations.head_revisions(database.name))
             typer.echo(f"{database.name}: migrated to {heads}")
     finally:
-        _stop_databases(databases)
+        stop_databases(databases)
 
 
 @cli.command("load-sample")
 def load_sample(data_dir: DataDir = None, as_of: AsOf = None) -> None:
     """Migrate, then load the sample data into every empty domain database."""
-    databases = _start_databases((data_dir or MeshSettings().data_dir).resolve())
+    databases = start_databases((data_dir or MeshSettings().data_dir).resolve())
     try:
-        _prepare(databases, _as_of(as_of))
+        prepare_databases(databases, _as_of(as_of))
     finally:
-        _stop_databases(databases)
+        stop_databases(databases)
 
 
 def _seed(database: DomainDatabase, scale: int, as_of: dt.date) -> bool:
@@ -528,7 +532,7 @@ def seed(
     """Migrate, then load a deterministic data set of the given scale into EMPTY databases
     (see docs/scale.md); exit 1 if a domain database already holds data."""
     day = _as_of(as_of)
-    databases = _start_databases((data_dir or MeshSettings().data_dir).resolve())
+    databases = start_databases((data_dir or MeshSettings().data_dir).resolve())
     try:
         for database in databases:
             database.migrate()
@@ -546,7 +550,7 @@ def seed(
                 f"in {time.monotonic() - started:.1f}s"
             )
     finally:
-        _stop_databases(databases)
+        stop_databases(databases)
 
 
 async def _run_quality(checked: Domain, url: str) -> QualityRun:
@@ -643,14 +647,14 @@ def quality(
             f"'{only}' is not a domain; known: {', '.join(DOMAINS)}", param_hint="--domain"
         )
     names = DOMAINS if only is None else (only,)
-    databases = _start_databases((data_dir or MeshSettings().data_dir).resolve(), names)
+    databases = start_databases((data_dir or MeshSettings().data_dir).resolve(), names)
     runs: dict[str, QualityRun] = {}
     try:
         for database in databases:
             database.migrate()
             runs[database.name] = asyncio.run(_run_quality(domain(database.name), database.url))
     finally:
-        _stop_databases(databases)
+        stop_databases(databases)
     for name, run in runs.items():
         _print_run(name, run)
     if junit:

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from services import DOMAINS, sample
-from services.cli import _prepare, _start_databases
+from services.cli import prepare_databases, start_databases
 from shared import migrations
 from shared.db import grant_service_role, role_of, service_role
 from shared.embedded import EmbeddedPostgres
@@ -193,9 +193,9 @@ def test_migrations_use_the_migration_url_and_the_service_its_own(
     service_url = server.url("sales_external", "sales_notebooks")
     monkeypatch.setenv("SALES_DATABASE_URL", service_url)
     monkeypatch.setenv("SALES_MIGRATION_DATABASE_URL", server.url("sales_external"))
-    databases = _start_databases(tmp_path, ("sales",))
+    databases = start_databases(tmp_path, ("sales",))
     assert [(d.url, d.server) for d in databases] == [(service_url, None)]
-    _prepare(databases, AS_OF)
+    prepare_databases(databases, AS_OF)
 
     async def check() -> None:
         conn = await connect(service_url)
