@@ -735,7 +735,12 @@ def new_domain(
     wrong = scaffold.refusal(root, new.name, new.owner, new.port, known)
     if wrong:
         raise typer.BadParameter(wrong[1], param_hint=wrong[0])
-    for path in scaffold.write(root, new):
+    try:
+        written = scaffold.write(root, new)
+    except scaffold.Refused as refused:
+        typer.echo(f"Error: {refused}", err=True)
+        raise typer.Exit(1) from None
+    for path in written:
         typer.echo(f"wrote {path}" if path.name != "pyproject.toml" else f"registered in {path}")
     if not install or scaffold.editable_root() != root:
         typer.echo(

@@ -31,9 +31,11 @@ RESERVED = {
     "scaffold": "this generator's package (services/scaffold/)",
     **{
         folder: f"a folder of the project ({folder}/)"
-        for folder in ("services", "shared", "migrations", "datamesh", "tests", "bench", "docs")
+        for folder in (
+            *("services", "shared", "migrations", "datamesh"),
+            *("tests", "bench", "docs", "notebooks"),
+        )
     },
-    "notebooks": "a folder of the project (notebooks/)",
     "admin": "the scope and persona of everything",
     **{section: "a section of alembic.ini" for section in ("loggers", "handlers", "formatters")},
 }
