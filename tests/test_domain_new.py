@@ -348,3 +348,30 @@ def test_a_new_domain_is_served_by_datamesh_up_right_after(tmp_path: Path) -> No
             up.wait()
         assert up.stdout is not None
         up.stdout.close()
+
+
+def test_the_printed_docs_are_what_the_docs_tests_look_for(scaffolded: tuple[Path, str]) -> None:
+    copy, printed = scaffolded
+    # the copy's own declarations (its folder first on the path), as tests/test_docs.py reads them
+    expected = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from services.finance.products import DOMAIN as d\n"
+            "print(f'| {d.name:<9} | http://127.0.0.1:{d.port}/{d.name}/ ')\n"
+            "print(f'| `{d.name}_analyst`')\n"
+            "for p in d.products:\n"
+            "    print(f'| {d.name:<9} | `{p.name}`')\n"
+            "    print(f'### `{p.name}` (')\n"
+            "    print(p.definition or f'| {p.columns[0].name} | {p.columns[0].type}')\n"
+            "    for c in p.columns:\n"
+            "        print(f'| {c.name} | {c.type}')\n",
+        ],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert expected.returncode == 0, expected.stderr
+    missing = [line for line in expected.stdout.splitlines() if line not in printed]
+    assert missing == []
