@@ -750,7 +750,7 @@ def new_domain(
     else:
         _install_and_generate(root)
     typer.echo(
-        f"\n{name} is served on port {new.port} by `datamesh up`. Next: edit "
+        f"\nOnce installed, `datamesh up` serves {name} on port {new.port}. Next: edit "
         f"services/{name}/products.py and migrations/{name}/versions/, and add to the docs "
         f"(tests/test_docs.py checks them):\n"
     )
@@ -768,7 +768,9 @@ def _install_and_generate(root: Path) -> None:
     )
     if done.returncode != 0:
         typer.echo(
-            f"{done.stdout}{done.stderr}\nThe files are written; the install failed.", err=True
+            f"{done.stdout}{done.stderr}\nThe files are written but the install failed: install "
+            "the project again by hand, then run `datamesh generate`.",
+            err=True,
         )
         raise typer.Exit(1)
     generated_now = subprocess.run(
