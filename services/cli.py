@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import typer
 
-from services import DOMAINS, PERSONAS, domain, package, registered, sample
+from services import DOMAINS, PERSONAS, domain, package, registered, sample, scaffold
 from services.federation.settings import PORT as MESH_PORT
 from services.generated import generated, stale
 from shared import migrations
@@ -687,6 +687,111 @@ def generate(
         typer.echo(f"wrote {path}")
 
 
+domain_cli = typer.Typer(help="Create a domain.", no_args_is_help=True)
+cli.add_typer(domain_cli, name="domain")
+
+
+@domain_cli.command("new")
+def new_domain(
+    name: Annotated[
+        str, typer.Argument(help="Its name: lowercase letters, digits and underscores.")
+    ],
+    owner: Annotated[
+        str | None,
+        typer.Option(help="The owning team's email address (default: NAME-team@company.com)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Its port (default: the next after the highest one in use)."
+        ),
+    ] = None,
+    classification: Annotated[
+        str, typer.Option(help=f"Its data classification: {', '.join(scaffold.CLASSIFICATIONS)}.")
+    ] = "internal",
+    install: Annotated[
+        bool,
+        typer.Option(
+            help="Install the registration into this environment and regenerate the files that "
+            "list every domain (only where it is an editable install of this checkout)."
+        ),
+    ] = True,
+) -> None:
+    """Write a new domain (services/NAME/, migrations/NAME/, its line in pyproject.toml) with
+    an example table and view, then install it and run `datamesh generate`."""
+    try:
+        root = scaffold.find_root(Path.cwd())
+    except scaffold.Refused as refused:
+        typer.echo(f"Error: {refused}", err=True)
+        raise typer.Exit(2) from None
+    if classification not in scaffold.CLASSIFICATIONS:
+        raise typer.BadParameter(
+            f"'{classification}' is not one of {', '.join(scaffold.CLASSIFICATIONS)}",
+            param_hint="--classification",
+        )
+    known = default_ports()
+    new = scaffold.NewDomain(
+        name=name,
+        owner=owner or f"{name}-team@company.com",
+        port=port or scaffold.next_port(known),
+        classification=classification,
+    )
+    wrong = scaffold.refusal(root, new.name, new.owner, new.port, known)
+    if wrong:
+        raise typer.BadParameter(wrong[1], param_hint=wrong[0])
+    try:
+        written = scaffold.write(root, new)
+    except scaffold.Refused as refused:
+        typer.echo(f"Error: {refused}", err=True)
+        raise typer.Exit(1) from None
+    for path in written:
+        typer.echo(f"wrote {path}" if path.name != "pyproject.toml" else f"registered in {path}")
+    if not install or scaffold.editable_root() != root:
+        typer.echo(
+            f"\nNot installed: install the project again (`pip install --editable {root}`), "
+            "then run `datamesh generate`."
+        )
+    else:
+        _install_and_generate(root)
+    typer.echo(
+        f"\nOnce installed, `datamesh up` serves {name} on port {new.port}. Next: edit "
+        f"services/{name}/products.py and migrations/{name}/versions/, and add to the docs "
+        f"(tests/test_docs.py checks them):\n"
+    )
+    typer.echo(scaffold.next_steps(new))
+
+
+def _install_and_generate(root: Path) -> None:
+    """Reinstall the project (entry points are read from installed metadata), then write the
+    generated files in a new process, which reads the new registration."""
+    typer.echo(f"installing {root} (pip install --no-deps --editable) ...")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--editable", str(root)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        typer.echo(
+            f"{done.stdout}{done.stderr}\nThe files are written but the install failed: install "
+            "the project again by hand, then run `datamesh generate`.",
+            err=True,
+        )
+        raise typer.Exit(1)
+    generated_now = subprocess.run(
+        [sys.executable, "-m", "services.cli", "generate", "--root", str(root)],
+        capture_output=True,
+        text=True,
+    )
+    typer.echo(generated_now.stdout.rstrip())
+    if generated_now.returncode != 0:
+        typer.echo(generated_now.stderr, err=True)
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the `datamesh` command."""
     cli()
+
+
+if __name__ == "__main__":  # `python -m services.cli`: a fresh process (see new_domain)
+    main()
