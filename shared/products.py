@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from shared.write_declarations import TableWrites, check_writes
+
 if TYPE_CHECKING:
     from shared.checks import Check
-    from shared.writes import TableWrites
 
 
 class ColumnType(StrEnum):
@@ -281,8 +282,6 @@ class Domain:
         reserved = sorted(RESERVED_PRODUCT_NAMES.intersection(names))
         if reserved:
             raise ValueError(f"Domain '{self.name}': product names {reserved} are reserved")
-        from shared.writes import check_writes  # writes build on these declarations
-
         check_writes(self)
 
     def product(self, name: str) -> Product | None:

@@ -67,3 +67,15 @@ def test_the_client_imports_neither_the_framework_nor_the_services() -> None:
     # datamesh/_cli.py, the command's shim, imports the CLI lazily inside its function
     offences = _offences("datamesh", ("datamesh",), OURS)
     assert offences == ["datamesh/_cli.py imports services.cli"]
+
+
+def test_the_declarations_do_not_import_the_write_machinery() -> None:
+    # shared.writes builds models from the declarations; the declarations import only what
+    # declares (shared.write_declarations), so the two never import each other
+    assert "shared.writes" not in _imports(ROOT / "shared" / "products.py")
+    assert {
+        m for m in _imports(ROOT / "shared" / "write_declarations.py") if m.startswith("shared")
+    } == {
+        "shared.errors",
+        "shared.products",  # for type checking only (TYPE_CHECKING)
+    }
