@@ -23,7 +23,16 @@ import traceback
 from pathlib import Path
 
 from bench import exports, floor, growth, recipes, startup
-from bench.harness import ROOT, BenchError, Mesh, Spread, bench_data, machine, require_wrk, say
+from bench.harness import (
+    ROOT,
+    BenchError,
+    DataMeshUp,
+    Spread,
+    bench_data,
+    machine,
+    require_wrk,
+    say,
+)
 from bench.report import Section, render
 
 SECTIONS = ("startup", "reads", "seed", "export", "growth")
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         if set(wanted) & {"reads", "seed", "export", "growth"}:
             data = bench_data(root, args.scale)
             say(f"starting the mesh on scale {args.scale}...")
-            with Mesh(data).start() as mesh:
+            with DataMeshUp(data).start() as mesh:
                 token = mesh.token()
                 if "reads" in wanted:
                     done["reads"] = floor.run(
@@ -126,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             for scale in GROWTH_SCALES:
                 data = bench_data(root, scale)
                 say(f"growth: scale {scale}")
-                with Mesh(data).start() as mesh:
+                with DataMeshUp(data).start() as mesh:
                     by_scale[scale], sizes[scale] = growth.measure(
                         mesh, mesh.token(), reps=args.growth_reps
                     )

@@ -14,7 +14,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.harness import MIB, Mesh, RssSampler, Spread, client, get_ok, say, seconds_text, timer
+from bench.harness import (
+    MIB,
+    DataMeshUp,
+    RssSampler,
+    Spread,
+    client,
+    get_ok,
+    say,
+    seconds_text,
+    timer,
+)
 from bench.report import Section, Table, Target
 
 MAX_PAGE = 10_000
@@ -61,7 +71,7 @@ CLIENT_CODE = {
 }
 
 
-def run(mesh: Mesh, token: str, *, reps: int, product: str = "orders") -> Section:
+def run(mesh: DataMeshUp, token: str, *, reps: int, product: str = "orders") -> Section:
     base = f"{mesh.url('sales')}/sales/v1/{product}"
     section = Section(
         "export",

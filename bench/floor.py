@@ -20,7 +20,7 @@ import orjson
 from bench.harness import (
     B0,
     BenchError,
-    Mesh,
+    DataMeshUp,
     RssSampler,
     Spread,
     client,
@@ -87,7 +87,7 @@ VIEWS = (
 )
 
 
-def deep_position(mesh: Mesh, token: str, depth: int) -> tuple[int, str]:
+def deep_position(mesh: DataMeshUp, token: str, depth: int) -> tuple[int, str]:
     """The key of the `depth`-th order and the real `Link: rel="next"` cursor after it: the
     page of `limit` rows ending there, read once by offset, links to the page we measure."""
     with client(token) as http:
@@ -108,7 +108,7 @@ def deep_position(mesh: Mesh, token: str, depth: int) -> tuple[int, str]:
     return int(last), cursor
 
 
-def plan(mesh: Mesh, token: str, b0_url: str) -> tuple[list[Read], dict[str, Any]]:
+def plan(mesh: DataMeshUp, token: str, b0_url: str) -> tuple[list[Read], dict[str, Any]]:
     """The reads, and the routes B0 needs for them."""
     routes: dict[str, Any] = {}
     reads: list[Read] = []
@@ -186,7 +186,7 @@ def _sequential(url: str, token: str, count: int) -> Run:
 
 
 def run(
-    mesh: Mesh,
+    mesh: DataMeshUp,
     token: str,
     scratch: Path,
     *,

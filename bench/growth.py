@@ -7,13 +7,13 @@ import time
 from urllib.parse import urlencode
 
 from bench.floor import DEEP, PAGE, VIEWS, deep_position
-from bench.harness import Mesh, Spread, client, get_ok, seconds_text
+from bench.harness import DataMeshUp, Spread, client, get_ok, seconds_text
 from bench.report import Section, Table
 
 ARROW = "application/vnd.apache.arrow.stream"
 
 
-def measure(mesh: Mesh, token: str, *, reps: int) -> tuple[dict[str, Spread], dict[str, int]]:
+def measure(mesh: DataMeshUp, token: str, *, reps: int) -> tuple[dict[str, Spread], dict[str, int]]:
     """Each read's latency (one warm-up, then `reps` requests one at a time), and the table
     sizes the scale gives."""
     reads: list[tuple[str, str, dict[str, str]]] = []

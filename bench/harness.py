@@ -204,7 +204,7 @@ def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 _UP_LINE = re.compile(r"DataMesh is up in ([0-9.]+)s")
 
 
-class Mesh:
+class DataMeshUp:
     """`datamesh up` on a data directory, on free loopback ports, as a subprocess: both
     databases, and the sales, marketing and mesh services, each its own uvicorn process with
     one worker. Its output (and the services' access log) goes to a file."""
@@ -222,7 +222,7 @@ class Mesh:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
-    def start(self, *, timeout: float = 180) -> Mesh:
+    def start(self, *, timeout: float = 180) -> DataMeshUp:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         command = [DATAMESH, "up", "--data-dir", str(self.data_dir), "--as-of", AS_OF]
         for name in SERVICES:
@@ -311,7 +311,7 @@ class Mesh:
             self.process.kill()
             self.process.wait()
 
-    def __enter__(self) -> Mesh:
+    def __enter__(self) -> DataMeshUp:
         return self
 
     def __exit__(self, *exc: object) -> None:

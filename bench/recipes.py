@@ -13,7 +13,17 @@ import pandas as pd
 import pyarrow as pa
 from sqlalchemy import create_engine
 
-from bench.harness import MIB, Mesh, RssSampler, Spread, client, get_ok, say, seconds_text, timer
+from bench.harness import (
+    MIB,
+    DataMeshUp,
+    RssSampler,
+    Spread,
+    client,
+    get_ok,
+    say,
+    seconds_text,
+    timer,
+)
 from bench.report import Section, Table, Target
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -118,14 +128,14 @@ def seed_campaign_roi(sales_url: str, marketing_url: str) -> pd.DataFrame:
         marketing.dispose()
 
 
-def mesh_metric(mesh: Mesh, token: str, metric: str) -> pd.DataFrame:
+def mesh_metric(mesh: DataMeshUp, token: str, metric: str) -> pd.DataFrame:
     """A mesh metric, whole, as Arrow into a DataFrame."""
     with client(token) as http:
         response = get_ok(http, f"{mesh.url('mesh')}/mesh/v1/{metric}", headers={"Accept": ARROW})
     return pa.ipc.open_stream(io.BytesIO(response.content)).read_all().to_pandas()
 
 
-def run(mesh: Mesh, token: str, *, reps: int) -> Section:
+def run(mesh: DataMeshUp, token: str, *, reps: int) -> Section:
     section = Section(
         "seed",
         "The seed's way against the mesh",

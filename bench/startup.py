@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.harness import Mesh, Spread, say
+from bench.harness import DataMeshUp, Spread, say
 from bench.report import Section, Table, Target
 
 READY_LIMIT_SECONDS = 15
@@ -25,7 +25,7 @@ def run(root: Path, *, reps: int) -> Section:
     for rep in range(reps):
         say(f"startup: repetition {rep + 1} of {reps}")
         fresh = Path(tempfile.mkdtemp(prefix="fresh-", dir=root))
-        mesh = Mesh(fresh, load_settings=False)
+        mesh = DataMeshUp(fresh, load_settings=False)
         try:
             with mesh.start():
                 measured.append(mesh.ready_seconds)

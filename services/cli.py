@@ -35,7 +35,7 @@ from shared.products import Domain
 from shared.pseudonym import PseudonymSettings, ensure_pseudonym_secret
 from shared.quality import Outcome, QualityRun, run_quality
 from shared.sample_data import load_if_empty, seed_if_empty
-from shared.settings import MeshSettings, database_url_for, migration_database_url_for
+from shared.settings import ServiceSettings, database_url_for, migration_database_url_for
 
 cli = typer.Typer(
     help="DataMesh: domain data products over REST, joined by the mesh.", no_args_is_help=True
@@ -147,8 +147,8 @@ class DomainDatabase:
                 domain=self.name,
                 password=password,
                 set_password=self.server is not None,
-                statement_timeout_ms=MeshSettings().statement_timeout_ms,
-                idle_in_transaction_timeout_ms=MeshSettings().idle_in_transaction_timeout_ms,
+                statement_timeout_ms=ServiceSettings().statement_timeout_ms,
+                idle_in_transaction_timeout_ms=ServiceSettings().idle_in_transaction_timeout_ms,
             )
         )
 
@@ -270,7 +270,7 @@ def up(
 ) -> None:
     """Start every domain's database, migrate, load sample data if empty, serve everything."""
     ports = _ports({name: port_options[f"port_{name}"] for name in default_ports()}, port or [])
-    settings = MeshSettings()
+    settings = ServiceSettings()
     root = (data_dir or settings.data_dir).resolve()
     stopping = False
 
@@ -469,7 +469,7 @@ def token(
         )
     if not scopes:
         raise typer.BadParameter("give at least one --scope or a --persona", param_hint="--scope")
-    auth = AuthSettings(data_dir=(data_dir or MeshSettings().data_dir).resolve())
+    auth = AuthSettings(data_dir=(data_dir or ServiceSettings().data_dir).resolve())
     minted = _local_token(
         auth, tuple(dict.fromkeys(scopes)), sub or persona or "datamesh-user", ttl
     )
@@ -487,7 +487,7 @@ def token(
 def migrate(data_dir: DataDir = None) -> None:
     """Migrate every domain database to every head: its own revisions and the framework's
     (starting embedded ones if needed)."""
-    databases = start_databases((data_dir or MeshSettings().data_dir).resolve())
+    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve())
     try:
         for database in databases:
             database.migrate()
@@ -500,7 +500,7 @@ def migrate(data_dir: DataDir = None) -> None:
 @cli.command("load-sample")
 def load_sample(data_dir: DataDir = None, as_of: AsOf = None) -> None:
     """Migrate, then load the sample data into every empty domain database."""
-    databases = start_databases((data_dir or MeshSettings().data_dir).resolve())
+    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve())
     try:
         prepare_databases(databases, _as_of(as_of))
     finally:
@@ -532,7 +532,7 @@ def seed(
     """Migrate, then load a deterministic data set of the given scale into EMPTY databases
     (see docs/scale.md); exit 1 if a domain database already holds data."""
     day = _as_of(as_of)
-    databases = start_databases((data_dir or MeshSettings().data_dir).resolve())
+    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve())
     try:
         for database in databases:
             database.migrate()
@@ -647,7 +647,7 @@ def quality(
             f"'{only}' is not a domain; known: {', '.join(DOMAINS)}", param_hint="--domain"
         )
     names = DOMAINS if only is None else (only,)
-    databases = start_databases((data_dir or MeshSettings().data_dir).resolve(), names)
+    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve(), names)
     runs: dict[str, QualityRun] = {}
     try:
         for database in databases:

@@ -35,7 +35,7 @@ from shared.products import Column, ColumnType, Domain, Product
 from shared.pseudonym import PseudonymKey, PseudonymSettings
 from shared.query import OPERATORS, Filter, PiiAccess, ReadQuery, parse_read
 from shared.reads import DatabaseRows
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from shared.streams import GuardedStream, Primed, StreamSlots
 from shared.values import json_schema, parse_value
 
@@ -63,13 +63,13 @@ def _prefer_count(request: Request) -> str | None:
     return None
 
 
-def public_link(path: str, settings: MeshSettings) -> str:
+def public_link(path: str, settings: ServiceSettings) -> str:
     """A link to a path of this service: under the configured public URL, else relative (the
     request's Host header is the caller's to choose, so it never makes a link)."""
     return f"{settings.public_url or ''}{path}"
 
 
-def _next_link(request: Request, cursor: str, settings: MeshSettings) -> str:
+def _next_link(request: Request, cursor: str, settings: ServiceSettings) -> str:
     params = [
         (k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "cursor")
     ]
@@ -111,7 +111,7 @@ def pii_access(request: Request, pii_scope: str | None) -> PiiAccess:
 def parse_request(
     request: Request,
     product: Product,
-    settings: MeshSettings,
+    settings: ServiceSettings,
     *,
     pii_scope: str | None,
     params: list[tuple[str, str]] | None = None,
@@ -139,7 +139,7 @@ async def respond(
     request: Request,
     read: ReadRequest,
     source: RowSource,
-    settings: MeshSettings,
+    settings: ServiceSettings,
     slots: StreamSlots | None = None,
 ) -> Response:
     """The HTTP answer to a read: a JSON page with its headers, or a streamed format (within
@@ -200,7 +200,7 @@ class ProductReader:
         self,
         domain: Domain,
         database: Callable[[], Database],
-        settings: MeshSettings,
+        settings: ServiceSettings,
         pseudonyms: PseudonymSettings | None = None,
     ):
         self.domain = domain

@@ -21,7 +21,7 @@ from shared.openapi import document_service_responses, problem
 from shared.products import Domain
 from shared.quality import latest_scores
 from shared.quality_api import quality_router, quality_schedule
-from shared.settings import MeshSettings, database_url_for
+from shared.settings import ServiceSettings, database_url_for
 from shared.views import view_refresher
 from shared.write_api import write_router
 
@@ -36,7 +36,7 @@ def service_app(
     lifespan: Lifespan,
     rate_limit_per_minute: int,
     auth: AuthSettings | None = None,
-    settings: MeshSettings | None = None,
+    settings: ServiceSettings | None = None,
 ) -> FastAPI:
     """A FastAPI app under /<name>, with its docs (Swagger UI, its files served by the app:
     shared.docs), OpenAPI, problem+json errors, a token verifier (created at startup: a service
@@ -66,7 +66,7 @@ def service_app(
     install_docs(app, name)
     install_problem_handlers(app)
     install_hygiene(
-        app, name, settings or MeshSettings(), rate_limit_per_minute=rate_limit_per_minute
+        app, name, settings or ServiceSettings(), rate_limit_per_minute=rate_limit_per_minute
     )
     document_service_responses(app)
 
@@ -82,11 +82,11 @@ def create_domain_app(
     domain: Domain,
     *,
     database_url: str | None = None,
-    settings: MeshSettings | None = None,
+    settings: ServiceSettings | None = None,
     auth: AuthSettings | None = None,
 ) -> FastAPI:
     """The HTTP service of one domain, serving every declared product from its database."""
-    settings = settings or MeshSettings()
+    settings = settings or ServiceSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from shared.errors import GatewayTimeout, ServiceUnavailable
 from shared.migrations import at_every_head, head_revisions
-from shared.settings import MeshSettings, asyncpg_url
+from shared.settings import ServiceSettings, asyncpg_url
 from shared.view_schema import REFRESH_FUNCTION
 
 _log = logging.getLogger("datamesh")
@@ -76,7 +76,7 @@ def connection_lost(exc: BaseException, driver: asyncpg.Connection | None) -> bo
 class Database:
     """The connection pool of one domain database."""
 
-    def __init__(self, domain: str, url: str, settings: MeshSettings):
+    def __init__(self, domain: str, url: str, settings: ServiceSettings):
         self.domain = domain
         self.url = url
         self.settings = settings

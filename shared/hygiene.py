@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import Principal, TokenVerifier, caller_of, verified_principal
 from shared.errors import Problem, problem_response
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=63072000; includeSubDomains"
@@ -65,7 +65,7 @@ ROWS = "datamesh.rows"  # a handler may note the rows it answers here, in the re
 access_log = logging.getLogger("datamesh.access")
 
 
-def rate_limit_for(declared: int, settings: MeshSettings) -> int:
+def rate_limit_for(declared: int, settings: ServiceSettings) -> int:
     """Requests per minute a caller may make to a service: its declared rate (a domain's in its
     declaration, the mesh's in its settings) unless the settings say otherwise (0: unlimited)."""
     if settings.rate_limit_per_minute is not None:
@@ -111,7 +111,7 @@ class InternalError(Problem):
 
 
 def install_hygiene(
-    app: FastAPI, service: str, settings: MeshSettings, *, rate_limit_per_minute: int
+    app: FastAPI, service: str, settings: ServiceSettings, *, rate_limit_per_minute: int
 ) -> None:
     """Wrap the app: security headers and access log outermost, then CORS (when origins are
     configured), then the rate limit (the service's declared one, unless the settings say

@@ -24,7 +24,7 @@ from shared.formats import (
 )
 from shared.pseudonym import PseudonymKey
 from shared.query import ReadQuery, SqlBuilder, order_by, quote_ident
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 
 
 def _json_row(sql: SqlBuilder, query: ReadQuery) -> str:
@@ -208,7 +208,7 @@ class DatabaseRows:
     """A product's rows in its domain database (the RowSource of the domain services)."""
 
     def __init__(
-        self, database: Database, settings: MeshSettings, pseudonym: PseudonymKey | None = None
+        self, database: Database, settings: ServiceSettings, pseudonym: PseudonymKey | None = None
     ):
         self.database = database
         self.settings = settings

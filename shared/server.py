@@ -35,7 +35,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from shared.errors import PROBLEM_JSON
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 
 
 def _problem(status: int, reason: str, code: str, title: str, detail: str) -> bytes:
@@ -215,7 +215,7 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
     return GuardedHttpToolsProtocol
 
 
-def protocol_class(settings: MeshSettings, *, http: str = "auto") -> type[asyncio.Protocol]:
+def protocol_class(settings: ServiceSettings, *, http: str = "auto") -> type[asyncio.Protocol]:
     """The guarded HTTP protocol for one server: httptools where installed (uvicorn's own
     choice), else h11; its own count of connections per address."""
     base = _httptools_protocol() if http in ("auto", "httptools") else None
@@ -238,14 +238,14 @@ def server_config(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    settings: MeshSettings | None = None,
+    settings: ServiceSettings | None = None,
     http: str = "auto",
     **options: Any,
 ) -> uvicorn.Config:
     """The uvicorn configuration of a service: the guarded protocol, forwarded headers trusted
     from the configured proxies only, no uvicorn access log (its lines carry query values;
     the services log their own), the graceful shutdown period."""
-    settings = settings or MeshSettings()
+    settings = settings or ServiceSettings()
     trusted = settings.forwarded_allow_ips
     defaults: dict[str, Any] = {
         "host": host,

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
-class MeshSettings(BaseSettings):
+class ServiceSettings(BaseSettings):
     """Settings every DataMesh process shares (prefix DATAMESH_)."""
 
     model_config = SettingsConfigDict(env_prefix="DATAMESH_", env_file=".env", extra="ignore")

@@ -25,7 +25,7 @@ from shared.app import create_domain_app
 from shared.auth import mint_token
 from shared.db import grant_service_role, service_role
 from shared.sample_data import load_if_empty
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.postgres import PostgresServer, postgres_per_domain
 from tests.servers import served
 
@@ -99,9 +99,9 @@ def database_urls(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]
 
 
 @pytest.fixture(scope="session")
-def settings() -> MeshSettings:
+def settings() -> ServiceSettings:
     # views refreshed every 50 ms: a test waits for a write to reach them (views_refreshed)
-    return MeshSettings(
+    return ServiceSettings(
         json_page_size=1000, max_page_size=10_000, stream_batch_rows=100, view_refresh_seconds=0.05
     )
 
@@ -135,7 +135,9 @@ async def app_client(
             yield client
 
 
-async def _client(name: str, url: str, settings: MeshSettings) -> AsyncIterator[httpx.AsyncClient]:
+async def _client(
+    name: str, url: str, settings: ServiceSettings
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_domain_app(domain(name), database_url=url, settings=settings)
     async with app_client(app) as client:
         yield client
@@ -143,7 +145,7 @@ async def _client(name: str, url: str, settings: MeshSettings) -> AsyncIterator[
 
 @pytest.fixture(scope="session")
 async def sales(
-    database_urls: dict[str, str], settings: MeshSettings
+    database_urls: dict[str, str], settings: ServiceSettings
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the sales service."""
     async for client in _client("sales", database_urls["sales"], settings):
@@ -152,7 +154,7 @@ async def sales(
 
 @pytest.fixture(scope="session")
 async def marketing(
-    database_urls: dict[str, str], settings: MeshSettings
+    database_urls: dict[str, str], settings: ServiceSettings
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the marketing service."""
     async for client in _client("marketing", database_urls["marketing"], settings):
@@ -160,7 +162,9 @@ async def marketing(
 
 
 @pytest.fixture(scope="session")
-def domain_urls(database_urls: dict[str, str], settings: MeshSettings) -> Iterator[dict[str, str]]:
+def domain_urls(
+    database_urls: dict[str, str], settings: ServiceSettings
+) -> Iterator[dict[str, str]]:
     """Every domain service on a real HTTP port (the mesh reads them over HTTP); base URLs."""
     with ExitStack() as stack:
         yield {

@@ -11,7 +11,7 @@ from typing import Any
 import uvicorn
 
 from shared.server import server_config
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 
 
 class _Server(uvicorn.Server):
@@ -28,7 +28,7 @@ class _Server(uvicorn.Server):
 
 @contextmanager
 def served(
-    app: Any, port: int = 0, settings: MeshSettings | None = None, http: str = "h11"
+    app: Any, port: int = 0, settings: ServiceSettings | None = None, http: str = "h11"
 ) -> Iterator[str]:
     """Serve the app on 127.0.0.1 (a free port unless one is given) as every service is served
     (shared.server, with `settings`' server options; h11 unless `http` says httptools); yield

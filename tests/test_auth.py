@@ -43,7 +43,7 @@ from shared.app import create_domain_app
 from shared.auth import AuthSettings, ensure_secret, known_scopes
 from shared.docs import ASSETS, assets_path
 from shared.embedded import free_port
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import AS_OF, TEST_SECRET, create_database, token
 from tests.postgres import PostgresServer
 from tests.servers import served
@@ -225,7 +225,7 @@ def own_databases(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]
 
 @pytest.fixture(scope="module")
 async def services(
-    own_databases: dict[str, str], domain_urls: dict[str, str], settings: MeshSettings
+    own_databases: dict[str, str], domain_urls: dict[str, str], settings: ServiceSettings
 ) -> AsyncIterator[dict[str, Service]]:
     apps = {
         name: create_domain_app(domain(name), database_url=own_databases[name], settings=settings)
@@ -603,7 +603,7 @@ async def idp_sales(
     keys: Keys,
     tmp_path_factory: pytest.TempPathFactory,
     database_urls: dict[str, str],
-    settings: MeshSettings,
+    settings: ServiceSettings,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A sales service that trusts only the keys of a JWKS file (no HS256 secret at all)."""
     folder = tmp_path_factory.mktemp("idp")

@@ -33,7 +33,7 @@ from shared.app import create_domain_app
 from shared.checks import AcceptedValues
 from shared.column_schema import declared_limits
 from shared.migrations import alembic_config
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from shared.write_api import TableWriter
 from shared.write_store import database_problem
 from shared.writes import BodyShape, InvalidBody, correction_shape, validate_body
@@ -66,7 +66,7 @@ def databases(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def clients(
-    databases: dict[str, str], settings: MeshSettings
+    databases: dict[str, str], settings: ServiceSettings
 ) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     found: dict[str, httpx.AsyncClient] = {}
     async with (
@@ -339,7 +339,7 @@ async def test_quality_and_metadata_answer_with_infinite_dates(
 
 
 async def test_the_mesh_metrics_answer_with_infinite_dates(
-    databases: dict[str, str], settings: MeshSettings, infinite_rows: dict[str, Any]
+    databases: dict[str, str], settings: ServiceSettings, infinite_rows: dict[str, Any]
 ) -> None:
     apps = {
         name: create_domain_app(domain(name), database_url=databases[name], settings=settings)

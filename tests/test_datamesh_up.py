@@ -24,7 +24,7 @@ from shared.embedded import free_port
 DATAMESH = str(Path(sys.executable).parent / "datamesh")
 
 
-class Mesh:
+class DataMeshUp:
     """A `datamesh up` subprocess whose output is read line by line."""
 
     def __init__(self, data_dir: Path, ports: dict[str, int]):
@@ -172,7 +172,7 @@ def test_up_refuses_a_bad_port_as_a_usage_error_before_starting_anything(
 def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     ports = _free_ports()
-    mesh = Mesh(data_dir, ports)
+    mesh = DataMeshUp(data_dir, ports)
     try:
         mesh.wait_for("DataMesh is up")
         mesh.wait_for("Press Ctrl-C")
@@ -218,7 +218,7 @@ def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:
     assert code == 0
     assert _leftovers(data_dir, ports) == []
 
-    again = Mesh(data_dir, ports)
+    again = DataMeshUp(data_dir, ports)
     try:
         again.wait_for("Press Ctrl-C")
         assert "kept existing data" in "".join(again.output)
@@ -234,7 +234,7 @@ def test_up_restarts_a_domain_database_that_died_and_the_domain_answers_again(
 ) -> None:
     data_dir = tmp_path / "data"
     ports = _free_ports()
-    mesh = Mesh(data_dir, ports)
+    mesh = DataMeshUp(data_dir, ports)
     try:
         mesh.wait_for("Press Ctrl-C")
         token = re.search(r"export TOKEN=(\S+)", "".join(mesh.output))

@@ -16,7 +16,7 @@ import pytest
 
 from services import domain
 from shared.app import create_domain_app
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import app_client
 
 PROBLEM_JSON = "application/problem+json"
@@ -320,7 +320,7 @@ async def test_an_order_of_1700_terms_is_a_400_naming_the_repeated_column(
 
 
 async def test_links_are_never_built_from_the_host_header(
-    sales: httpx.AsyncClient, database_urls: dict[str, str], settings: MeshSettings
+    sales: httpx.AsyncClient, database_urls: dict[str, str], settings: ServiceSettings
 ) -> None:
     params = {"limit": "2", "order": "order_id"}
     response = await sales.get(ORD, params=params, headers={"Host": "evil.example"})
@@ -342,4 +342,4 @@ def test_a_public_url_must_be_a_base_url() -> None:
     with pytest.raises(
         ValueError, match=re.escape("is not a base URL like https://data.example.com")
     ):
-        MeshSettings(public_url="data.example.com/path?x=1")
+        ServiceSettings(public_url="data.example.com/path?x=1")

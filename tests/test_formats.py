@@ -25,7 +25,7 @@ from asgi_lifespan import LifespanManager
 from services import domain
 from shared.app import create_domain_app
 from shared.products import ColumnType, Product
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import ADMIN
 
 Row = dict[str, Any]
@@ -339,7 +339,7 @@ async def test_dates_are_iso_8601(sales: httpx.AsyncClient) -> None:
 @pytest.fixture(scope="module")
 async def small_pages(database_urls: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
     """The Sales service with JSON pages of 5 rows."""
-    settings = MeshSettings(json_page_size=5, max_page_size=10_000, stream_batch_rows=100)
+    settings = ServiceSettings(json_page_size=5, max_page_size=10_000, stream_batch_rows=100)
     app = create_domain_app(domain("sales"), database_url=database_urls["sales"], settings=settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)

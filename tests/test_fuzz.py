@@ -35,7 +35,7 @@ from services import domain, sample
 from services.federation.app import create_app
 from services.federation.settings import FederationSettings
 from shared.app import create_domain_app
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import AS_OF, create_database, token
 from tests.postgres import PostgresServer
 from tests.servers import served
@@ -86,7 +86,7 @@ def _serve(app: FastAPI, service: str) -> Iterator[str]:
 
 
 def _serve_domain(
-    name: str, servers: dict[str, PostgresServer], settings: MeshSettings
+    name: str, servers: dict[str, PostgresServer], settings: ServiceSettings
 ) -> Iterator[str]:
     database = create_database(servers, name, f"{name}_fuzz", sample(name)(AS_OF))
     yield from _serve(
@@ -95,14 +95,16 @@ def _serve_domain(
 
 
 @pytest.fixture(scope="module")
-def sales_url(postgres_servers: dict[str, PostgresServer], settings: MeshSettings) -> Iterator[str]:
+def sales_url(
+    postgres_servers: dict[str, PostgresServer], settings: ServiceSettings
+) -> Iterator[str]:
     """The sales service on a database of its own, with the sample rows."""
     yield from _serve_domain("sales", postgres_servers, settings)
 
 
 @pytest.fixture(scope="module")
 def marketing_url(
-    postgres_servers: dict[str, PostgresServer], settings: MeshSettings
+    postgres_servers: dict[str, PostgresServer], settings: ServiceSettings
 ) -> Iterator[str]:
     """The marketing service on a database of its own, with the sample rows."""
     yield from _serve_domain("marketing", postgres_servers, settings)

@@ -29,7 +29,7 @@ from services.federation.settings import FederationSettings
 from shared.app import create_domain_app, service_app
 from shared.docs import SWAGGER_UI, SWAGGER_UI_VERSION
 from shared.hygiene import page_csp, rate_limit_for
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import ADMIN, token
 
 PROBLEM = "application/problem+json"
@@ -82,25 +82,25 @@ async def client_of(
             yield client
 
 
-def defaults(**changes: Any) -> MeshSettings:
+def defaults(**changes: Any) -> ServiceSettings:
     """The shipped settings (the test session raises the rate limit for its shared clients)."""
-    return MeshSettings(**{"rate_limit_per_minute": None, **changes})
+    return ServiceSettings(**{"rate_limit_per_minute": None, **changes})
 
 
 @asynccontextmanager
 async def domain_client(
-    name: str, database_urls: dict[str, str], settings: MeshSettings
+    name: str, database_urls: dict[str, str], settings: ServiceSettings
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_domain_app(domain(name), database_url=database_urls[name], settings=settings)
     async with client_of(app) as client:
         yield client
 
 
-def mesh_app(settings: MeshSettings) -> FastAPI:
+def mesh_app(settings: ServiceSettings) -> FastAPI:
     return create_app(FederationSettings(domains={}), mesh_settings=settings)
 
 
-def probe_app(settings: MeshSettings) -> FastAPI:
+def probe_app(settings: ServiceSettings) -> FastAPI:
     """A service built like every other, with two routes to probe the body cap and errors."""
 
     @asynccontextmanager
@@ -137,7 +137,7 @@ def test_each_service_has_its_own_default_rate_and_the_setting_overrides_it(
     assert [*declared, MESH_RATE_LIMIT_PER_MINUTE] == [1000, 500, 600]
     assert [rate_limit_for(rate, defaults()) for rate in declared] == [1000, 500]
     monkeypatch.setenv("DATAMESH_RATE_LIMIT_PER_MINUTE", "42")
-    assert rate_limit_for(1000, MeshSettings()) == 42
+    assert rate_limit_for(1000, ServiceSettings()) == 42
 
 
 async def test_the_1001st_request_within_a_minute_to_sales_gets_429_with_retry_after(
@@ -326,12 +326,12 @@ async def test_cors_answers_a_configured_origin_only() -> None:
 
 def test_cors_origins_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATAMESH_CORS_ORIGINS", "https://a.example, https://b.example/")
-    assert MeshSettings().cors_origins == ["https://a.example", "https://b.example"]
+    assert ServiceSettings().cors_origins == ["https://a.example", "https://b.example"]
     monkeypatch.setenv("DATAMESH_CORS_ORIGINS", '["https://c.example"]')
-    assert MeshSettings().cors_origins == ["https://c.example"]
+    assert ServiceSettings().cors_origins == ["https://c.example"]
     monkeypatch.setenv("DATAMESH_CORS_ORIGINS", "*")
     with pytest.raises(ValidationError, match="CORS origin '\\*' is not an exact origin"):
-        MeshSettings()
+        ServiceSettings()
 
 
 # --- security headers -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from services import domain, sample
 from shared.app import create_domain_app
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import AS_OF, app_client, create_database, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served
@@ -35,7 +35,7 @@ def database(postgres_servers: dict[str, PostgresServer]) -> str:
 
 
 @pytest.fixture(scope="module")
-async def sales(database: str, settings: MeshSettings) -> AsyncIterator[httpx.AsyncClient]:
+async def sales(database: str, settings: ServiceSettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_domain_app(domain("sales"), database_url=database, settings=settings)
     async with app_client(app, WRITER) as client:
         yield client
@@ -191,7 +191,7 @@ async def test_a_batch_with_a_key_is_written_once(sales: httpx.AsyncClient, data
 
 
 @pytest.fixture(scope="module")
-def served_sales(database: str, settings: MeshSettings) -> Iterator[str]:
+def served_sales(database: str, settings: ServiceSettings) -> Iterator[str]:
     with served(
         create_domain_app(domain("sales"), database_url=database, settings=settings)
     ) as url:

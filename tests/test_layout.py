@@ -22,7 +22,7 @@ from shared.app import create_domain_app
 from shared.auth import known_scopes
 from shared.hygiene import RequestLimits
 from shared.products import Domain
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATAMESH = str(Path(sys.executable).parent / "datamesh")
@@ -149,7 +149,7 @@ def test_a_registered_domain_is_picked_up_everywhere(finance: Path) -> None:
         "finance": "http://127.0.0.1:8003",
     }
     app = create_domain_app(
-        services.domain("finance"), settings=MeshSettings(rate_limit_per_minute=None)
+        services.domain("finance"), settings=ServiceSettings(rate_limit_per_minute=None)
     )
     [limits] = [m for m in app.user_middleware if m.cls is RequestLimits]
     assert limits.kwargs["per_minute"] == 250

@@ -15,7 +15,7 @@ from services import PERSONAS, domain, sample
 from services.federation.metrics import METRICS
 from shared.app import create_domain_app
 from shared.auth import Caller, Principal, caller_of
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import AS_OF, create_database, mesh_client, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served
@@ -118,7 +118,7 @@ def own_marketing(postgres_servers: dict[str, PostgresServer]) -> str:
 @pytest.fixture(scope="module")
 def limited_domains(database_urls: dict[str, str], own_marketing: str) -> Iterator[dict[str, str]]:
     """Both domains over HTTP with a rate limit of 8 requests a minute per caller."""
-    limited = MeshSettings(rate_limit_per_minute=8, view_refresh_seconds=0)
+    limited = ServiceSettings(rate_limit_per_minute=8, view_refresh_seconds=0)
     urls = {"sales": database_urls["sales"], "marketing": own_marketing}
     apps = {
         name: create_domain_app(domain(name), database_url=url, settings=limited)

@@ -19,7 +19,7 @@ from alembic import command
 from services import DOMAINS
 from shared import migrations
 from shared.db import Database
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +161,7 @@ def readiness(name: str, url: str) -> dict[str, str | bool]:
     """What the domain service's readyz would answer on the database."""
 
     async def ask() -> dict[str, str | bool]:
-        database = Database(name, url, MeshSettings())
+        database = Database(name, url, ServiceSettings())
         try:
             return await database.readiness()
         finally:

@@ -31,7 +31,7 @@ from services.marketing import scale as marketing_scale
 from services.sales import scale as sales_scale
 from shared.app import create_domain_app
 from shared.sample_data import seed_if_empty
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import AS_OF, TEST_SECRET, create_database, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served
@@ -94,7 +94,7 @@ def sample_mesh(domain_urls: dict[str, str]) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def scale_mesh(
-    postgres_servers: dict[str, PostgresServer], settings: MeshSettings
+    postgres_servers: dict[str, PostgresServer], settings: ServiceSettings
 ) -> Iterator[str]:
     """Both domains seeded at SCALE in databases of their own, served with a mesh over them."""
     generators = {"sales": sales_scale.generate, "marketing": marketing_scale.generate}

@@ -41,7 +41,7 @@ from shared.quality import (
     score,
 )
 from shared.quality_api import quality_schedule
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import ADMIN, AS_OF, create_database, owner_url
 from tests.postgres import PostgresServer
 
@@ -455,7 +455,7 @@ def http_database(postgres_servers: dict[str, PostgresServer]) -> str:
 
 @pytest.fixture(scope="module")
 async def sales_service(
-    http_database: str, settings: MeshSettings
+    http_database: str, settings: ServiceSettings
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_domain_app(domain("sales"), database_url=http_database, settings=settings)
     async with LifespanManager(app) as manager:
@@ -634,7 +634,7 @@ async def wait_for(condition: Any, seconds: float = 10.0) -> None:
 
 
 async def test_the_service_runs_the_checks_on_schedule(schedule_database: str) -> None:
-    settings = MeshSettings(quality_interval_seconds=0.05)
+    settings = ServiceSettings(quality_interval_seconds=0.05)
     app = create_domain_app(domain("marketing"), database_url=schedule_database, settings=settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
@@ -661,7 +661,7 @@ async def test_the_schedule_survives_failed_runs(caplog: pytest.LogCaptureFixtur
     unreachable = Database(
         "marketing",
         "postgresql://nobody:nothing@127.0.0.1:1/marketing_db",
-        MeshSettings(pool_timeout_seconds=1),
+        ServiceSettings(pool_timeout_seconds=1),
     )
     caplog.set_level(logging.ERROR, logger="datamesh.quality")
     try:
@@ -685,9 +685,9 @@ async def test_the_schedule_survives_failed_runs(caplog: pytest.LogCaptureFixtur
 
 def test_the_schedule_is_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATAMESH_QUALITY_INTERVAL_SECONDS", raising=False)
-    assert MeshSettings().quality_interval_seconds == 0
+    assert ServiceSettings().quality_interval_seconds == 0
     monkeypatch.setenv("DATAMESH_QUALITY_INTERVAL_SECONDS", "300")
-    assert MeshSettings().quality_interval_seconds == 300
+    assert ServiceSettings().quality_interval_seconds == 300
 
 
 # --- The command ----------------------------------------------------------------------------

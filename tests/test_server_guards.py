@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.servers import served
 from tests.test_hygiene import client_of, defaults, mesh_app, probe_app
 
@@ -54,7 +54,7 @@ def test_x_forwarded_for_does_not_escape_the_per_address_rate_limit() -> None:
 
 def test_x_forwarded_for_is_trusted_from_a_configured_proxy() -> None:
     settings = defaults(rate_limit_per_minute=3, forwarded_allow_ips="127.0.0.1")
-    assert MeshSettings().forwarded_allow_ips is None  # trusted from nobody by default
+    assert ServiceSettings().forwarded_allow_ips is None  # trusted from nobody by default
     with served(mesh_app(settings), settings=settings) as base, httpx.Client(base_url=base) as c:
         # behind the proxy each client has its own quota, the address the proxy says
         rotated = [
@@ -84,7 +84,7 @@ async def test_health_endpoints_are_never_rate_limited() -> None:
 # --- stalled requests ----------------------------------------------------------------------
 
 
-def guarded(**changes: object) -> MeshSettings:
+def guarded(**changes: object) -> ServiceSettings:
     return defaults(**{"header_timeout_seconds": 1.0, "body_timeout_seconds": 1.0, **changes})
 
 

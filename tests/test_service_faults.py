@@ -36,7 +36,7 @@ from shared.app import create_domain_app
 from shared.db import Database, durability_problems, grant_service_role, service_role
 from shared.embedded import EmbeddedPostgres, free_port
 from shared.sample_data import load_if_empty
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import ADMIN, AS_OF, create_database, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served
@@ -106,19 +106,19 @@ def _own_server(root: Path) -> Iterator[OwnServer]:
         server.stop(mode="immediate")
 
 
-def fault_settings(**changes: object) -> MeshSettings:
+def fault_settings(**changes: object) -> ServiceSettings:
     values: dict[str, object] = {
         "pool_size": 2,
         "pool_timeout_seconds": 1.0,
         "stream_batch_rows": 100,
         "statement_timeout_ms": 10_000,
     }
-    return MeshSettings.model_validate(values | changes)
+    return ServiceSettings.model_validate(values | changes)
 
 
 @asynccontextmanager
 async def service(
-    url: str, settings: MeshSettings
+    url: str, settings: ServiceSettings
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The marketing service over ASGI: its app (started) and a client."""
     app = create_domain_app(domain("marketing"), database_url=url, settings=settings)
@@ -130,7 +130,7 @@ async def service(
             yield app, client
 
 
-def assert_unavailable(response: httpx.Response, settings: MeshSettings) -> None:
+def assert_unavailable(response: httpx.Response, settings: ServiceSettings) -> None:
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "service_unavailable"

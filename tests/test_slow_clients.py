@@ -18,7 +18,7 @@ import pytest
 from services import domain, sample
 from shared.app import create_domain_app
 from shared.db import Database
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import AS_OF, create_database, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served
@@ -42,7 +42,7 @@ def big_marketing(postgres_servers: dict[str, PostgresServer]) -> str:
     return url
 
 
-def slow_settings(**changes: object) -> MeshSettings:
+def slow_settings(**changes: object) -> ServiceSettings:
     values: dict[str, object] = {
         "pool_size": 4,
         "pool_timeout_seconds": 0.5,
@@ -50,7 +50,7 @@ def slow_settings(**changes: object) -> MeshSettings:
         "stream_send_timeout_seconds": 5.0,
         "view_refresh_seconds": 0,
     }
-    return MeshSettings.model_validate(values | changes)
+    return ServiceSettings.model_validate(values | changes)
 
 
 def bearer(subject: str) -> dict[str, str]:
@@ -182,8 +182,8 @@ async def test_streams_over_the_service_bound_get_a_503_while_pages_still_answer
 
 
 def test_stream_bounds_default_to_a_fraction_of_the_pool() -> None:
-    assert MeshSettings().stream_slots == 5  # half of the default pool of 10
-    assert MeshSettings(pool_size=3).stream_slots == 1
-    assert MeshSettings(pool_size=1).stream_slots == 1
-    assert MeshSettings(pool_size=10, max_streams=7).stream_slots == 7
-    assert MeshSettings().max_streams_per_caller == 3
+    assert ServiceSettings().stream_slots == 5  # half of the default pool of 10
+    assert ServiceSettings(pool_size=3).stream_slots == 1
+    assert ServiceSettings(pool_size=1).stream_slots == 1
+    assert ServiceSettings(pool_size=10, max_streams=7).stream_slots == 7
+    assert ServiceSettings().max_streams_per_caller == 3

@@ -16,7 +16,7 @@ import pytest
 from services import DOMAINS, domain, sample
 from shared.app import create_domain_app
 from shared.contracts import contract
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import (
     AS_OF,
     app_client,
@@ -52,7 +52,7 @@ def databases(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
 @asynccontextmanager
 async def sales_service(url: str, refresh_seconds: float) -> AsyncIterator[httpx.AsyncClient]:
     """A Sales service on the database, looking for view changes every `refresh_seconds`."""
-    settings = MeshSettings(view_refresh_seconds=refresh_seconds)
+    settings = ServiceSettings(view_refresh_seconds=refresh_seconds)
     app = create_domain_app(domain("sales"), database_url=url, settings=settings)
     async with app_client(app, WRITER) as client:
         yield client
@@ -87,7 +87,7 @@ async def test_a_committed_write_reaches_the_views_within_the_promise(
     assert domain("sales").service_levels.view_freshness == PROMISE
     with psycopg.connect(owner_url(databases["sales"])) as conn:
         (before_write,) = conn.execute("SELECT clock_timestamp()").fetchone() or (None,)
-    async with sales_service(databases["sales"], MeshSettings().view_refresh_seconds) as sales:
+    async with sales_service(databases["sales"], ServiceSettings().view_refresh_seconds) as sales:
         before = await lifetime_value(sales)
         created = await sales.post("/sales/v1/orders", json=ORDER)
         assert created.status_code == 201, created.text

@@ -14,7 +14,7 @@ import pytest
 
 from services import DOMAINS, domain, sample
 from shared.app import create_domain_app
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import AS_OF, app_client, create_database, owner_url, token
 from tests.postgres import PostgresServer
 
@@ -37,7 +37,7 @@ def databases(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def sales(
-    databases: dict[str, str], settings: MeshSettings
+    databases: dict[str, str], settings: ServiceSettings
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_domain_app(domain("sales"), database_url=databases["sales"], settings=settings)
     async with app_client(app, NO_PII["sales"]) as client:
@@ -46,7 +46,7 @@ async def sales(
 
 @pytest.fixture(scope="module")
 async def marketing(
-    databases: dict[str, str], settings: MeshSettings
+    databases: dict[str, str], settings: ServiceSettings
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_domain_app(
         domain("marketing"), database_url=databases["marketing"], settings=settings

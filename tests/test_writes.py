@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from services import DOMAINS, domain, sample
 from shared.app import create_domain_app
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from tests.conftest import (
     AS_OF,
     create_database,
@@ -50,7 +50,7 @@ def databases(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def clients(
-    databases: dict[str, str], settings: MeshSettings
+    databases: dict[str, str], settings: ServiceSettings
 ) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     """A client of each domain service with a writer's token (read, write and pii)."""
     found: dict[str, httpx.AsyncClient] = {}
@@ -809,7 +809,9 @@ async def test_a_batch_of_daily_traffic_creates_and_replaces_by_natural_key(
 
 
 @pytest.fixture(scope="module")
-def served_domains(databases: dict[str, str], settings: MeshSettings) -> Iterator[dict[str, str]]:
+def served_domains(
+    databases: dict[str, str], settings: ServiceSettings
+) -> Iterator[dict[str, str]]:
     """The domain services on this module's databases, over HTTP (the mesh reads them so)."""
     apps = {
         name: create_domain_app(domain(name), database_url=databases[name], settings=settings)

@@ -22,7 +22,7 @@ from shared.app import service_app
 from shared.auth import AuthSettings, Forbidden, principal_of, require
 from shared.errors import InvalidValue, ServiceUnavailable, UnknownProduct
 from shared.openapi import problem
-from shared.settings import MeshSettings
+from shared.settings import ServiceSettings
 from shared.tables import TableRows
 
 # the days a period may name: business dates (a date past these is a typo, and the day after
@@ -101,12 +101,12 @@ def parse_period(params: list[tuple[str, str]]) -> tuple[Period, list[tuple[str,
 
 def create_app(
     settings: FederationSettings | None = None,
-    mesh_settings: MeshSettings | None = None,
+    mesh_settings: ServiceSettings | None = None,
     auth: AuthSettings | None = None,
 ) -> FastAPI:
     """The mesh app, federating the domains named in its settings."""
     settings = settings or FederationSettings()
-    mesh_settings = mesh_settings or MeshSettings()
+    mesh_settings = mesh_settings or ServiceSettings()
     auth = auth or AuthSettings()
 
     @asynccontextmanager
@@ -208,7 +208,7 @@ def create_app(
 
 
 def _metric_handler(
-    metric: Metric, registry: Callable[[], DomainRegistry], settings: MeshSettings
+    metric: Metric, registry: Callable[[], DomainRegistry], settings: ServiceSettings
 ) -> Handler:
     async def read(request: Request) -> Response:
         principal = principal_of(request)
