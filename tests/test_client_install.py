@@ -4,7 +4,6 @@ and a metric through a running mesh."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import pytest
 
 from services.federation.app import create_app
 from services.federation.settings import FederationSettings
+from tests.checkout import copy_project
 from tests.conftest import ADMIN, token
 from tests.servers import served
 
@@ -31,18 +31,7 @@ def client_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("client-venv")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     # built from a copy of the project's files: a build writes into the tree it builds
-    source = tmp_path_factory.mktemp("source")
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in listed:
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
+    source = copy_project(tmp_path_factory.mktemp("source"))
     python = venv / "bin" / "python"
     subprocess.run(
         [

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typer.testing import CliRunner, Result
 from services import DOMAINS, domain, scaffold
 from services.cli import cli, default_ports
 from shared.embedded import free_port
+from tests.checkout import copy_project
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -36,22 +36,6 @@ GENERATED = [
     "migrations/finance/script.py.mako",
     "migrations/finance/versions/0001_finance_schema.py",
 ]
-
-
-def copy_project(to: Path) -> Path:
-    """A copy of the project's files (what git tracks or would), as a checkout holds them."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in listed:
-        if (ROOT / name).is_file():
-            (to / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, to / name)
-    return to
 
 
 def snapshot(tree: Path) -> dict[str, bytes]:
