@@ -84,6 +84,15 @@ def create_database(
     return url
 
 
+def sample_databases(servers: dict[str, PostgresServer], suffix: str) -> dict[str, str]:
+    """A database of every domain of its own (`<domain>_<suffix>`) with the sample as of AS_OF:
+    for tests that change data; the service role's URL of each."""
+    return {
+        name: create_database(servers, name, f"{name}_{suffix}", sample(name)(AS_OF))
+        for name in DOMAINS
+    }
+
+
 def owner_url(url: str) -> str:
     """The schema owner's URL of a database create_database made (to break it on purpose)."""
     return _OWNER_URLS[url]

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services import DOMAINS, PERSONAS, domain, sample
+from services import DOMAINS, PERSONAS, domain
 from services.federation.app import create_app
 from services.federation.metrics import METRICS
 from services.federation.settings import FederationSettings
@@ -44,7 +44,7 @@ from shared.auth import AuthSettings, ensure_secret, known_scopes
 from shared.docs import ASSETS, assets_path
 from shared.embedded import free_port
 from shared.settings import ServiceSettings
-from tests.conftest import AS_OF, TEST_SECRET, create_database, token
+from tests.conftest import TEST_SECRET, sample_databases, token
 from tests.postgres import PostgresServer
 from tests.servers import served
 
@@ -217,10 +217,7 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="module")
 def own_databases(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
     """Databases of their own: the matrix POSTs quality runs, which other tests must not see."""
-    return {
-        name: create_database(postgres_servers, name, f"{name}_auth", sample(name)(AS_OF))
-        for name in DOMAINS
-    }
+    return sample_databases(postgres_servers, "auth")
 
 
 @pytest.fixture(scope="module")

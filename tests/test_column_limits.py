@@ -27,7 +27,7 @@ import pytest
 import schemathesis
 from alembic import command
 
-from services import DOMAINS, domain, sample
+from services import DOMAINS, domain
 from services.federation.metrics import METRICS
 from shared.app import create_domain_app
 from shared.checks import AcceptedValues
@@ -37,7 +37,13 @@ from shared.settings import ServiceSettings
 from shared.write_api import TableWriter
 from shared.write_store import database_problem
 from shared.writes import BodyShape, InvalidBody, correction_shape, validate_body
-from tests.conftest import AS_OF, app_client, create_database, mesh_client, owner_url, token
+from tests.conftest import (
+    app_client,
+    mesh_client,
+    owner_url,
+    sample_databases,
+    token,
+)
 from tests.postgres import PostgresServer
 from tests.servers import served
 
@@ -58,10 +64,7 @@ OWNER = {  # the domain's own admin: writes and corrections, no other domain
 @pytest.fixture(scope="module")
 def databases(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
     """Databases of their own with the sample rows."""
-    return {
-        name: create_database(postgres_servers, name, f"{name}_limits", sample(name)(AS_OF))
-        for name in DOMAINS
-    }
+    return sample_databases(postgres_servers, "limits")
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ from shared.quality import (
 )
 from shared.quality_api import quality_schedule
 from shared.settings import ServiceSettings
-from tests.conftest import ADMIN, AS_OF, create_database, owner_url
+from tests.conftest import ADMIN, AS_OF, create_database, owner_url, sample_databases
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,10 +72,7 @@ def failing(results: Results) -> dict[tuple[str, str], str]:
 @pytest.fixture(scope="module")
 def pristine(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
     """Both domains' sample data as of AS_OF, untouched."""
-    return {
-        name: create_database(postgres_servers, name, f"{name}_quality", sample(name)(AS_OF))
-        for name in DOMAINS
-    }
+    return sample_databases(postgres_servers, "quality")
 
 
 # Sales, broken on purpose (the constraints that would refuse it dropped first):

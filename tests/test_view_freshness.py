@@ -13,15 +13,14 @@ import httpx
 import psycopg
 import pytest
 
-from services import DOMAINS, domain, sample
+from services import DOMAINS, domain
 from shared.app import create_domain_app
 from shared.contracts import contract
 from shared.settings import ServiceSettings
 from tests.conftest import (
-    AS_OF,
     app_client,
-    create_database,
     owner_url,
+    sample_databases,
     token,
     views_refreshed,
 )
@@ -43,10 +42,7 @@ TOTAL = Decimal("37537.50")  # 2 x 21450.00 x 0.875
 @pytest.fixture(scope="module")
 def databases(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
     """Databases of their own with the sample rows: these tests write."""
-    return {
-        name: create_database(postgres_servers, name, f"{name}_freshness", sample(name)(AS_OF))
-        for name in DOMAINS
-    }
+    return sample_databases(postgres_servers, "freshness")
 
 
 @asynccontextmanager

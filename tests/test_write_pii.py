@@ -12,10 +12,10 @@ import httpx
 import psycopg
 import pytest
 
-from services import DOMAINS, domain, sample
+from services import DOMAINS, domain
 from shared.app import create_domain_app
 from shared.settings import ServiceSettings
-from tests.conftest import AS_OF, app_client, create_database, owner_url, token
+from tests.conftest import app_client, owner_url, sample_databases, token
 from tests.postgres import PostgresServer
 
 
@@ -29,10 +29,7 @@ WITH_PII = {name: bearer(f"{name}:read", f"{name}:write", f"{name}:pii") for nam
 
 @pytest.fixture(scope="module")
 def databases(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
-    return {
-        name: create_database(postgres_servers, name, f"{name}_write_pii", sample(name)(AS_OF))
-        for name in DOMAINS
-    }
+    return sample_databases(postgres_servers, "write_pii")
 
 
 @pytest.fixture(scope="module")

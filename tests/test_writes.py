@@ -17,14 +17,13 @@ import pytest
 from asgi_lifespan import LifespanManager
 from psycopg.rows import dict_row
 
-from services import DOMAINS, domain, sample
+from services import DOMAINS, domain
 from shared.app import create_domain_app
 from shared.settings import ServiceSettings
 from tests.conftest import (
-    AS_OF,
-    create_database,
     mesh_client,
     owner_url,
+    sample_databases,
     token,
     views_refreshed,
 )
@@ -42,10 +41,7 @@ READER = {name: {"Authorization": f"Bearer {token(f'{name}:read')}"} for name in
 @pytest.fixture(scope="module")
 def databases(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
     """Databases of their own with the sample rows: these tests write."""
-    return {
-        name: create_database(postgres_servers, name, f"{name}_writes", sample(name)(AS_OF))
-        for name in DOMAINS
-    }
+    return sample_databases(postgres_servers, "writes")
 
 
 @pytest.fixture(scope="module")
