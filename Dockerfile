@@ -28,4 +28,4 @@ CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerA
 FROM base AS service
 USER datamesh
 # each service's port is the one docker-compose.yml (`datamesh generate`) gives its command
-CMD ["python", "-m", "shared.server", "services.federation.app:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "shared.serving.server", "services.federation.app:app", "--host", "0.0.0.0", "--port", "8000"]

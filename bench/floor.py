@@ -30,7 +30,8 @@ from bench.harness import (
 )
 from bench.report import Section, Table, Target
 from services import domain
-from shared.query import PiiAccess, SqlBuilder, order_by, parse_read, quote_ident
+from shared.reading.query import PiiAccess, SqlBuilder, order_by, parse_read
+from shared.sql import quote_ident
 
 DEEP = 500_000  # the depth of the deep keyset page, in rows
 PAGE = 100

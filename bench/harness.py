@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import psutil
 
-from shared.embedded import free_port, wait_for_port
+from shared.storage.embedded import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from shared.embedded import EmbeddedPostgres, free_port, wait_for_port
-from shared.products import Column, ColumnType, Domain, Product
+from shared.declarations.products import Column, ColumnType, Domain, Product
+from shared.storage.embedded import EmbeddedPostgres, free_port, wait_for_port
 
 EVENTS = Product(
     name="events",
@@ -64,7 +64,7 @@ def serve(url: str, port: int) -> None:
     """Serve the bench domain (runs in the child process)."""
     import uvicorn
 
-    from shared.app import create_domain_app
+    from shared.serving.app import create_domain_app
 
     uvicorn.run(
         create_domain_app(BENCH, database_url=url), host="127.0.0.1", port=port, log_level="warning"

@@ -35,9 +35,9 @@ import psycopg
 
 from services.cli import prepare_databases, start_databases, stop_databases, terminate_services
 from services.sales.sample import REGION_BY_COUNTRY
-from shared.auth import ensure_secret, mint_token
-from shared.embedded import free_port
-from shared.pseudonym import ensure_pseudonym_secret
+from shared.security.auth import ensure_secret, mint_token
+from shared.security.pseudonym import ensure_pseudonym_secret
+from shared.storage.embedded import free_port
 
 SUBJECT = "write-load"
 PAYMENT_METHODS = ("Wire Transfer", "Credit Card")

@@ -18,8 +18,8 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-from shared.auth import personas
-from shared.products import Domain
+from shared.declarations.products import Domain
+from shared.security.auth import personas
 
 ENTRY_POINT_GROUP = "datamesh.domains"
 
@@ -27,7 +27,7 @@ SampleRows = dict[str, list[dict[str, Any]]]
 
 if TYPE_CHECKING:  # computed on first use (module __getattr__ below)
     DOMAINS: tuple[str, ...]  # the registered domains' names, in the order of their ports
-    PERSONAS: dict[str, tuple[str, ...]]  # shared.auth.personas of DOMAINS
+    PERSONAS: dict[str, tuple[str, ...]]  # shared.security.auth.personas of DOMAINS
 
 
 @cache

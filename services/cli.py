@@ -27,15 +27,15 @@ import typer
 from services import DOMAINS, PERSONAS, domain, package, registered, sample, scaffold
 from services.federation.settings import PORT as MESH_PORT
 from services.generated import generated, stale
-from shared import migrations
-from shared.auth import AuthSettings, ensure_secret, known_scopes, mint_token
-from shared.db import connect, grant_service_role, role_of, service_role
-from shared.embedded import EmbeddedPostgres
-from shared.products import Domain
-from shared.pseudonym import PseudonymSettings, ensure_pseudonym_secret
-from shared.quality import Outcome, QualityRun, run_quality
-from shared.sample_data import load_if_empty, seed_if_empty
+from shared.declarations.products import Domain
+from shared.governance.quality import Outcome, QualityRun, run_quality
+from shared.security.auth import AuthSettings, ensure_secret, known_scopes, mint_token
+from shared.security.pseudonym import PseudonymSettings, ensure_pseudonym_secret
 from shared.settings import ServiceSettings, database_url_for, migration_database_url_for
+from shared.storage import migrations
+from shared.storage.db import connect, grant_service_role, role_of, service_role
+from shared.storage.embedded import EmbeddedPostgres
+from shared.storage.sample_data import load_if_empty, seed_if_empty
 
 cli = typer.Typer(
     help="DataMesh: domain data products over REST, joined by the mesh.", no_args_is_help=True
@@ -307,13 +307,13 @@ def up(
         }
         for name, target in apps.items():
             processes[name] = subprocess.Popen(
-                # uvicorn as shared.server configures it: no uvicorn access line (it has the
+                # uvicorn as shared.serving.server configures it: no uvicorn access line (it has the
                 # query string), the graceful shutdown period, forwarded headers trusted from
                 # DATAMESH_FORWARDED_ALLOW_IPS only, the header timeout and connection cap
                 [
                     sys.executable,
                     "-m",
-                    "shared.server",
+                    "shared.serving.server",
                     target,
                     "--host",
                     host,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.federation.settings import PORT as MESH_PORT
-from shared.products import Domain
+from shared.declarations.products import Domain
 
 _READY = (
     '      test: ["CMD", "python", "-c", "import httpx,sys; '
@@ -37,7 +37,7 @@ def _service_url(d: Domain) -> str:
 
 def _server(target: str, port: int) -> str:
     return (
-        f'    command: ["python", "-m", "shared.server", "{target}", "--host", "0.0.0.0", '
+        f'    command: ["python", "-m", "shared.serving.server", "{target}", "--host", "0.0.0.0", '
         f'"--port", "{port}"]\n'
         "    stop_grace_period: 30s  # SIGTERM: in-flight requests get 20 s (docs/operations.md)\n"
     )

@@ -34,7 +34,7 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=0)
     # the addresses (comma-separated IPs or CIDRs; `*` for any) of reverse proxies whose
     # X-Forwarded-For / X-Forwarded-Proto are trusted; None: none, the peer address is the
-    # client's (shared.server)
+    # client's (shared.serving.server)
     forwarded_allow_ips: str | None = None
     # a request line and headers must arrive within this long (else 408, closed); 0: no limit
     header_timeout_seconds: float = Field(10.0, ge=0)
@@ -43,7 +43,7 @@ class ServiceSettings(BaseSettings):
     # connections open at once from one client address (one more: 429, closed); 0: no cap
     max_connections_per_address: int = Field(100, ge=0)
     # a streamed response the client takes nothing of for this long is aborted and gives back
-    # its database connection (shared.streams); 0: never
+    # its database connection (shared.reading.streams); 0: never
     stream_send_timeout_seconds: float = Field(30.0, ge=0)
     # streamed reads (CSV, NDJSON, Arrow, Parquet) at once per caller, and in all (None: half
     # the pool, at least 1): the rest of the pool stays free for pages, single rows, writes and

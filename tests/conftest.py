@@ -20,12 +20,12 @@ from asgi_lifespan import LifespanManager
 from services import DOMAINS, SampleRows, domain, sample
 from services.federation.app import create_app
 from services.federation.settings import FederationSettings
-from shared import migrations
-from shared.app import create_domain_app
-from shared.auth import mint_token
-from shared.db import grant_service_role, service_role
-from shared.sample_data import load_if_empty
+from shared.security.auth import mint_token
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
+from shared.storage import migrations
+from shared.storage.db import grant_service_role, service_role
+from shared.storage.sample_data import load_if_empty
 from tests.postgres import PostgresServer, postgres_per_domain
 from tests.servers import served
 

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from services import DOMAINS
-from shared.embedded import EmbeddedPostgres
+from shared.storage.embedded import EmbeddedPostgres
 
 
 class PostgresServer(Protocol):

@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from shared.server import server_config
+from shared.serving.server import server_config
 from shared.settings import ServiceSettings
 
 
@@ -31,7 +31,7 @@ def served(
     app: Any, port: int = 0, settings: ServiceSettings | None = None, http: str = "h11"
 ) -> Iterator[str]:
     """Serve the app on 127.0.0.1 (a free port unless one is given) as every service is served
-    (shared.server, with `settings`' server options; h11 unless `http` says httptools); yield
+    (shared.serving.server, with `settings`' server options; h11 unless `http` says httptools); yield
     its base URL."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -70,12 +70,12 @@ def test_the_client_imports_neither_the_framework_nor_the_services() -> None:
 
 
 def test_the_declarations_do_not_import_the_write_machinery() -> None:
-    # shared.writes builds models from the declarations; the declarations import only what
-    # declares (shared.write_declarations), so the two never import each other
-    assert "shared.writes" not in _imports(ROOT / "shared" / "products.py")
+    # shared.writing.inputs builds models from the declarations; the declarations import only what
+    # declares (shared.declarations.writes), so the two never import each other
+    assert "shared.writing.inputs" not in _imports(ROOT / "shared" / "products.py")
     assert {
         m for m in _imports(ROOT / "shared" / "write_declarations.py") if m.startswith("shared")
     } == {
         "shared.errors",
-        "shared.products",  # for type checking only (TYPE_CHECKING)
+        "shared.declarations.products",  # for type checking only (TYPE_CHECKING)
     }

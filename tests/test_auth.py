@@ -39,11 +39,11 @@ from services import DOMAINS, PERSONAS, domain
 from services.federation.app import create_app
 from services.federation.metrics import METRICS
 from services.federation.settings import FederationSettings
-from shared.app import create_domain_app
-from shared.auth import AuthSettings, ensure_secret, known_scopes
-from shared.docs import ASSETS, assets_path
-from shared.embedded import free_port
+from shared.security.auth import AuthSettings, ensure_secret, known_scopes
+from shared.serving.app import create_domain_app
+from shared.serving.docs import ASSETS, assets_path
 from shared.settings import ServiceSettings
+from shared.storage.embedded import free_port
 from tests.conftest import TEST_SECRET, sample_databases, token
 from tests.postgres import PostgresServer
 from tests.servers import served
@@ -851,7 +851,7 @@ async def test_a_service_with_an_unusable_key_refuses_to_start(
 def test_a_verified_token_is_remembered_for_a_minute_and_never_past_its_expiry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from shared.auth import TokenVerifier
+    from shared.security.auth import TokenVerifier
 
     verifier = TokenVerifier(AuthSettings(jwt_secret=TEST_SECRET))
     decoded: list[str] = []

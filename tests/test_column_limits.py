@@ -29,14 +29,14 @@ from alembic import command
 
 from services import DOMAINS, domain
 from services.federation.metrics import METRICS
-from shared.app import create_domain_app
-from shared.checks import AcceptedValues
-from shared.column_schema import declared_limits
-from shared.migrations import alembic_config
+from shared.declarations.checks import AcceptedValues
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
-from shared.write_api import TableWriter
-from shared.write_store import database_problem
-from shared.writes import BodyShape, InvalidBody, correction_shape, validate_body
+from shared.storage.column_schema import declared_limits
+from shared.storage.migrations import alembic_config
+from shared.writing.inputs import BodyShape, InvalidBody, correction_shape, validate_body
+from shared.writing.routes import TableWriter
+from shared.writing.store import database_problem
 from tests.conftest import (
     app_client,
     mesh_client,

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from services import DOMAINS, domain
-from shared.checks import (
+from shared.declarations.checks import (
     AcceptedValues,
     Consistency,
     Freshness,
@@ -37,10 +37,10 @@ from shared.checks import (
     Severity,
     Unique,
 )
-from shared.contracts import contract, quality_rule, render_json, render_yaml, rule_query
-from shared.db import connect
-from shared.products import Domain, Product, ServiceLevels
-from shared.quality import measurement, run_checks
+from shared.declarations.products import Domain, Product, ServiceLevels
+from shared.governance.contracts import contract, quality_rule, render_json, render_yaml, rule_query
+from shared.governance.quality import measurement, run_checks
+from shared.storage.db import connect
 from tests.conftest import ADMIN
 
 SCHEMA_FILE = Path(__file__).parent / "odcs" / "odcs-json-schema-v3.2.0.json"

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from services import DOMAINS
-from shared.embedded import free_port
+from shared.storage.embedded import free_port
 
 DATAMESH = str(Path(sys.executable).parent / "datamesh")
 
@@ -113,7 +113,7 @@ def _database_urls_given(ports: dict[str, int]) -> dict[str, set[str]]:
     for process in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(process.info["cmdline"] or [])
         for name, port in ports.items():
-            if "shared.server" in cmdline and f"--port {port}" in cmdline:
+            if "shared.serving.server" in cmdline and f"--port {port}" in cmdline:
                 given[name] = {k for k in process.environ() if k.endswith("DATABASE_URL")}
     return given
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services import DOMAINS, domain, registered
-from shared.docs import ASSETS, SWAGGER_UI_VERSION, assets_path
+from shared.serving.docs import ASSETS, SWAGGER_UI_VERSION, assets_path
 
 ROOT = Path(__file__).resolve().parent.parent
 

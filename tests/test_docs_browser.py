@@ -24,7 +24,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from services.federation.app import create_app
 from services.federation.settings import FederationSettings
-from shared.docs import SWAGGER_UI_VERSION
+from shared.serving.docs import SWAGGER_UI_VERSION
 from tests.conftest import token
 from tests.servers import served
 

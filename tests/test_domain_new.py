@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 
 from services import DOMAINS, domain, scaffold
 from services.cli import cli, default_ports
-from shared.embedded import free_port
+from shared.storage.embedded import free_port
 from tests.checkout import copy_project
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from services import domain
-from shared.app import create_domain_app
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
 from tests.conftest import app_client
 
@@ -275,7 +275,7 @@ async def test_cursor_that_is_not_base64_json_is_refused(
 
 
 async def test_method_other_than_get_is_405_with_allow(sales: httpx.AsyncClient) -> None:
-    products = "/sales/v1/products"  # a product its domain does not write (shared.writes)
+    products = "/sales/v1/products"  # a product its domain does not write (shared.writing.inputs)
     response = await sales.post(products, json={"product_name": "x"})
     body = assert_problem(response, 405, "method_not_allowed", "POST", products)
     assert body["detail"] == f"Method POST is not allowed on '{products}'."

@@ -23,8 +23,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from services import domain
-from shared.app import create_domain_app
-from shared.products import ColumnType, Product
+from shared.declarations.products import ColumnType, Product
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
 from tests.conftest import ADMIN
 

@@ -34,7 +34,7 @@ from fastapi import FastAPI
 from services import domain, sample
 from services.federation.app import create_app
 from services.federation.settings import FederationSettings
-from shared.app import create_domain_app
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
 from tests.conftest import AS_OF, create_database, token
 from tests.postgres import PostgresServer
@@ -158,7 +158,7 @@ def test_marketing_workflows(marketing_url: str) -> None:
 
 
 # What the fuzzer found, pinned by plain tests (fixed in shared/errors.py, shared/openapi.py,
-# shared/api.py and shared/quality_api.py)
+# shared/reading/routes.py and shared/governance/quality_routes.py)
 
 
 async def test_a_405_allows_every_method_of_the_path(sales: httpx.AsyncClient) -> None:

@@ -21,14 +21,14 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
 
-import shared.hygiene
+import shared.serving.hygiene
 from services import DOMAINS, domain
 from services.federation.app import create_app
 from services.federation.settings import RATE_LIMIT_PER_MINUTE as MESH_RATE_LIMIT_PER_MINUTE
 from services.federation.settings import FederationSettings
-from shared.app import create_domain_app, service_app
-from shared.docs import SWAGGER_UI, SWAGGER_UI_VERSION
-from shared.hygiene import page_csp, rate_limit_for
+from shared.serving.app import create_domain_app, service_app
+from shared.serving.docs import SWAGGER_UI, SWAGGER_UI_VERSION
+from shared.serving.hygiene import page_csp, rate_limit_for
 from shared.settings import ServiceSettings
 from tests.conftest import ADMIN, token
 
@@ -68,7 +68,7 @@ class FrozenClock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
     frozen = FrozenClock()
     monkeypatch.setattr(limits.aio.storage.memory, "time", frozen)
-    monkeypatch.setattr(shared.hygiene, "time", frozen)
+    monkeypatch.setattr(shared.serving.hygiene, "time", frozen)
     return frozen
 
 
@@ -378,7 +378,7 @@ async def test_the_docs_page_may_load_exactly_swagger_ui(sales: httpx.AsyncClien
     inline = re.findall(r"<script>(.*?)</script>", page.text, re.DOTALL)
     assert len(inline) == 1
     digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
-    # Swagger UI from the service itself (shared/docs.py): a path is no CSP source, 'self' is
+    # Swagger UI from the service itself (shared/serving/docs.py): a path is no CSP source, 'self' is
     assets = f"/sales/docs/assets/{SWAGGER_UI_VERSION}"
     assert re.findall(r'<script src="([^"]+)"', page.text) == [f"{assets}/swagger-ui-bundle.js"]
     assert re.findall(r'rel="stylesheet" href="([^"]+)"', page.text) == [f"{assets}/swagger-ui.css"]
@@ -499,7 +499,7 @@ async def test_no_endpoint_takes_a_url_or_host_to_fetch(
             for method, operation in operations.items():
                 for parameter in operation.get("parameters", []):
                     inputs.append((service, method, path, parameter["name"], parameter["schema"]))
-                # bodies are rows written (shared.write_api): their fields are declared columns
+                # bodies are rows written (shared.writing.routes): their fields are declared columns
                 body = operation.get("requestBody")
                 if body is not None:
                     assert method in ("post", "patch", "put"), (service, method, path)

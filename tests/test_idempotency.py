@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from services import domain, sample
-from shared.app import create_domain_app
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
 from tests.conftest import AS_OF, app_client, create_database, owner_url, token
 from tests.postgres import PostgresServer

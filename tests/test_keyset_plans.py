@@ -16,10 +16,10 @@ import pytest
 
 from services import domain
 from services.sales import scale as sales_scale
-from shared.query import PiiAccess, parse_read
-from shared.reads import json_page_statement
-from shared.sample_data import seed_if_empty
+from shared.reading.query import PiiAccess, parse_read
+from shared.reading.rows import json_page_statement
 from shared.settings import asyncpg_url
+from shared.storage.sample_data import seed_if_empty
 from tests.conftest import AS_OF, create_database, owner_url
 from tests.postgres import PostgresServer
 

@@ -17,17 +17,17 @@ import services
 from services import DOMAINS, cli
 from services.federation.settings import FederationSettings
 from services.generated import generated, stale
-from shared import migrations
-from shared.app import create_domain_app
-from shared.auth import known_scopes
-from shared.hygiene import RequestLimits
-from shared.products import Domain
+from shared.declarations.products import Domain
+from shared.security.auth import known_scopes
+from shared.serving.app import create_domain_app
+from shared.serving.hygiene import RequestLimits
 from shared.settings import ServiceSettings
+from shared.storage import migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 DATAMESH = str(Path(sys.executable).parent / "datamesh")
 # the framework: shared/, the mesh's machinery and the framework's migration branch; the mesh's
-# metric declarations name the products they read (and shared/swagger_ui/ holds Swagger UI's own
+# metric declarations name the products they read (and shared/serving/swagger_ui/ holds Swagger UI's own
 # files, vendored as published)
 FRAMEWORK = [
     path
@@ -87,7 +87,7 @@ def test_the_generated_files_are_the_committed_ones() -> None:
 FINANCE_PRODUCTS = '''\
 """A made-up domain of the tests, registered by an entry point like every other."""
 
-from shared.products import Domain
+from shared.declarations.products import Domain
 
 DOMAIN = Domain(
     name="finance",

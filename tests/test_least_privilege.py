@@ -12,9 +12,9 @@ import pytest
 
 from services import DOMAINS, sample
 from services.cli import prepare_databases, start_databases
-from shared import migrations
-from shared.db import grant_service_role, role_of, service_role
-from shared.embedded import EmbeddedPostgres
+from shared.storage import migrations
+from shared.storage.db import grant_service_role, role_of, service_role
+from shared.storage.embedded import EmbeddedPostgres
 from tests.conftest import AS_OF, create_database, owner_url
 from tests.postgres import PostgresServer
 

@@ -13,8 +13,8 @@ import pytest
 
 from services import PERSONAS, domain, sample
 from services.federation.metrics import METRICS
-from shared.app import create_domain_app
-from shared.auth import Caller, Principal, caller_of
+from shared.security.auth import Caller, Principal, caller_of
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
 from tests.conftest import AS_OF, create_database, mesh_client, owner_url, token
 from tests.postgres import PostgresServer

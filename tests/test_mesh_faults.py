@@ -20,8 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from services import domain
 from services.federation.resilience import CircuitBreaker, CircuitOpen, CircuitState
-from shared.app import create_domain_app
-from shared.embedded import free_port
+from shared.serving.app import create_domain_app
+from shared.storage.embedded import free_port
 from tests.conftest import mesh_client
 from tests.servers import served
 

@@ -22,7 +22,7 @@ import pytest
 
 from services import domain
 from services.federation.metrics import METRICS
-from shared.app import create_domain_app
+from shared.serving.app import create_domain_app
 from tests import mesh_dataset
 from tests.conftest import create_database, mesh_client
 from tests.mesh_oracle import METRIC_NAMES, MeshOracle

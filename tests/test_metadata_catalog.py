@@ -11,8 +11,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from services import DOMAINS, domain, sample
-from shared.app import create_domain_app
-from shared.metadata import recency_columns
+from shared.governance.metadata import recency_columns
+from shared.serving.app import create_domain_app
 from tests.conftest import ADMIN, AS_OF, create_database, mesh_client
 from tests.postgres import PostgresServer
 from tests.servers import served

@@ -17,9 +17,9 @@ import pytest
 from alembic import command
 
 from services import DOMAINS
-from shared import migrations
-from shared.db import Database
 from shared.settings import ServiceSettings
+from shared.storage import migrations
+from shared.storage.db import Database
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,8 +116,8 @@ def migrate_before_the_branch(
         "import asyncio, datetime, sys\n"
         "from alembic import command\n"
         "from services import domain, sample\n"
-        "from shared.migrations import alembic_config\n"
-        "from shared.sample_data import load_if_empty\n"
+        "from shared.storage.migrations import alembic_config\n"
+        "from shared.storage.sample_data import load_if_empty\n"
         "name, url, target, load = sys.argv[1:]\n"
         "command.upgrade(alembic_config(name, url), target)\n"
         "if load == 'load':\n"

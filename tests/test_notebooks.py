@@ -29,9 +29,9 @@ from services.federation.app import create_app
 from services.federation.settings import FederationSettings
 from services.marketing import scale as marketing_scale
 from services.sales import scale as sales_scale
-from shared.app import create_domain_app
-from shared.sample_data import seed_if_empty
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
+from shared.storage.sample_data import seed_if_empty
 from tests.conftest import AS_OF, TEST_SECRET, create_database, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served

@@ -35,15 +35,21 @@ from services import domain, sample
 from services.federation.app import create_app
 from services.federation.metrics import METRICS
 from services.federation.settings import FederationSettings
-from shared.app import create_domain_app
-from shared.checks import NotNull
-from shared.products import Classification, Column, ColumnType, Product, pseudonymous_key
-from shared.pseudonym import (
+from shared.declarations.checks import NotNull
+from shared.declarations.products import (
+    Classification,
+    Column,
+    ColumnType,
+    Product,
+    pseudonymous_key,
+)
+from shared.security.pseudonym import (
     SECRET_FILE,
     PseudonymKey,
     PseudonymSettings,
     ensure_pseudonym_secret,
 )
+from shared.serving.app import create_domain_app
 from tests.conftest import AS_OF, PSEUDONYM_SECRET, TEST_SECRET, token
 
 Row = dict[str, Any]

@@ -23,16 +23,14 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from services import DOMAINS, domain, sample
-from shared.app import create_domain_app
-from shared.checks import (
+from shared.declarations.checks import (
     Consistency,
     Freshness,
     NotNull,
     References,
     Severity,
 )
-from shared.db import Database, connect
-from shared.quality import (
+from shared.governance.quality import (
     CheckResult,
     Outcome,
     latest_run_summary,
@@ -40,8 +38,10 @@ from shared.quality import (
     run_checks,
     score,
 )
-from shared.quality_api import quality_schedule
+from shared.governance.quality_routes import quality_schedule
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
+from shared.storage.db import Database, connect
 from tests.conftest import ADMIN, AS_OF, create_database, owner_url, sample_databases
 from tests.postgres import PostgresServer
 

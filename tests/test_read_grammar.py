@@ -21,9 +21,9 @@ from postgrest import CountMethod, SyncPostgrestClient
 from psycopg import sql
 
 from services import domain
-from shared.app import create_domain_app
-from shared.pseudonym import pseudonym
-from shared.query import PiiAccess, parse_read
+from shared.reading.query import PiiAccess, parse_read
+from shared.security.pseudonym import pseudonym
+from shared.serving.app import create_domain_app
 from tests.conftest import ADMIN, PSEUDONYM_SECRET
 from tests.servers import served
 

@@ -124,7 +124,7 @@ def test_the_scan_finds_each_kind_of_secret(name: str, line: str, kind: str) -> 
         (".env.example", "DATAMESH_JWT_" + "SECRET="),
         ("Dockerfile", "ENV DB_" + "PASSWORD=$DB_PASSWORD"),
         ("README.md", "set DATAMESH_JWT_" + "SECRET=... in .env"),  # prose, not configuration
-        ("shared/auth.py", "jwt_secret: SecretStr | None = None"),
+        ("shared/security/auth.py", "jwt_secret: SecretStr | None = None"),
     ],
 )
 def test_the_scan_lets_references_and_empty_values_pass(name: str, line: str) -> None:

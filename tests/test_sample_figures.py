@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from services import domain, sample
-from shared.sample_data import load_if_empty
+from shared.storage.sample_data import load_if_empty
 from tests.conftest import AS_OF
 
 CENT = Decimal("0.01")

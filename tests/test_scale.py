@@ -14,9 +14,9 @@ import pytest
 from services import DOMAINS, domain
 from services.marketing import scale as marketing_scale
 from services.sales import scale as sales_scale
-from shared.quality import Outcome, run_checks
-from shared.sample_data import seed_if_empty
+from shared.governance.quality import Outcome, run_checks
 from shared.settings import asyncpg_url
+from shared.storage.sample_data import seed_if_empty
 from tests.conftest import AS_OF, create_database, owner_url
 from tests.postgres import PostgresServer
 

@@ -1,5 +1,5 @@
-"""The connection-level defences every service is served with (shared.server, and the body
-timeout of shared.hygiene), over real HTTP with raw sockets: forwarded headers trusted only
+"""The connection-level defences every service is served with (shared.serving.server, and the body
+timeout of shared.serving.hygiene), over real HTTP with raw sockets: forwarded headers trusted only
 from configured proxies, health endpoints never rate-limited, stalled request lines, headers
 and bodies closed with a 408, connections per client address capped."""
 

@@ -31,12 +31,12 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from services import domain, sample
-from shared import migrations
-from shared.app import create_domain_app
-from shared.db import Database, durability_problems, grant_service_role, service_role
-from shared.embedded import EmbeddedPostgres, free_port
-from shared.sample_data import load_if_empty
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
+from shared.storage import migrations
+from shared.storage.db import Database, durability_problems, grant_service_role, service_role
+from shared.storage.embedded import EmbeddedPostgres, free_port
+from shared.storage.sample_data import load_if_empty
 from tests.conftest import ADMIN, AS_OF, create_database, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served
@@ -492,7 +492,7 @@ def uvicorn_service(name: str, **env: str) -> Iterator[tuple[subprocess.Popen[by
         [
             sys.executable,
             "-m",
-            "shared.server",
+            "shared.serving.server",
             f"services.{name}.app:app",
             "--host",
             "127.0.0.1",

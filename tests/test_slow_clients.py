@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from services import domain, sample
-from shared.app import create_domain_app
-from shared.db import Database
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
+from shared.storage.db import Database
 from tests.conftest import AS_OF, create_database, owner_url, token
 from tests.postgres import PostgresServer
 from tests.servers import served

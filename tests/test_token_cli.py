@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 import pytest
 
-from shared.auth import AuthSettings, TokenVerifier, ensure_secret
+from shared.security.auth import AuthSettings, TokenVerifier, ensure_secret
 
 DATAMESH = str(Path(sys.executable).parent / "datamesh")
 NO_SECRET = (

@@ -1,4 +1,4 @@
-"""Materialized analytics views (shared.view_schema, shared.views): each holds exactly what its
+"""Materialized analytics views (shared.storage.view_schema, shared.storage.views): each holds exactly what its
 definition computes, a committed write reaches it within the domain's promise, the metadata and
 the contract state that promise, and a refresh runs one at a time."""
 
@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from services import DOMAINS, domain
-from shared.app import create_domain_app
-from shared.contracts import contract
+from shared.governance.contracts import contract
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
 from tests.conftest import (
     app_client,

@@ -22,7 +22,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from services import domain
-from shared.products import ColumnType, Product
+from shared.declarations.products import ColumnType, Product
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -294,7 +294,7 @@ def test_declared_columns_are_the_sql_columns(
             "ON n.oid = c.relnamespace AND n.nspname = 'public' WHERE c.relname = %s",
             (product.source,),
         ).fetchone()
-        # tables are tables; views are materialized (shared.view_schema)
+        # tables are tables; views are materialized (shared.storage.view_schema)
         assert kind == ("r" if product.is_table else "m",)
         columns = conn.execute(
             "SELECT attname, format_type(atttypid, atttypmod), NOT attnotnull "

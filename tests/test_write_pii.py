@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from services import DOMAINS, domain
-from shared.app import create_domain_app
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
 from tests.conftest import app_client, owner_url, sample_databases, token
 from tests.postgres import PostgresServer

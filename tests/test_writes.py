@@ -18,7 +18,7 @@ from asgi_lifespan import LifespanManager
 from psycopg.rows import dict_row
 
 from services import DOMAINS, domain
-from shared.app import create_domain_app
+from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
 from tests.conftest import (
     mesh_client,

@@ -1,5 +1,5 @@
-"""Alembic environment of this domain's database (see shared.migrations)."""
+"""Alembic environment of this domain's database (see shared.storage.migrations)."""
 
-from shared.migrations import run_environment
+from shared.storage.migrations import run_environment
 
 run_environment()

@@ -17,13 +17,13 @@ from services.federation.compute import compute
 from services.federation.fetch import DomainRegistry, Period, ServiceToken
 from services.federation.metrics import METRICS, Metric
 from services.federation.settings import RATE_LIMIT_PER_MINUTE, FederationSettings
-from shared.api import Handler, add_read_routes, parse_request, respond
-from shared.app import service_app
-from shared.auth import AuthSettings, Forbidden, principal_of, require
 from shared.errors import InvalidValue, ServiceUnavailable, UnknownProduct
 from shared.openapi import problem
+from shared.reading.routes import Handler, add_read_routes, parse_request, respond
+from shared.reading.tables import TableRows
+from shared.security.auth import AuthSettings, Forbidden, principal_of, require
+from shared.serving.app import service_app
 from shared.settings import ServiceSettings
-from shared.tables import TableRows
 
 # the days a period may name: business dates (a date past these is a typo, and the day after
 # 9999-12-31 does not exist)

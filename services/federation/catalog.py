@@ -8,9 +8,9 @@ from typing import Any
 
 from services.federation.fetch import DomainRegistry
 from services.federation.metrics import METRICS, Metric
-from shared.api import catalogue_entry
-from shared.auth import Principal
 from shared.errors import Problem
+from shared.reading.routes import catalogue_entry
+from shared.security.auth import Principal
 
 
 def metric_entry(metric: Metric) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from services.federation.fetch import Period
 from services.federation.metrics import MACROS, Metric
-from shared.formats import arrow_schema
+from shared.reading.formats import arrow_schema
 
 
 def compute(metric: Metric, inputs: dict[str, pa.Table], period: Period) -> pa.Table:

@@ -23,12 +23,12 @@ from services.federation.resilience import (
     retryable,
 )
 from services.federation.settings import FederationSettings
-from shared.auth import (
+from shared.errors import GatewayTimeout, Problem, ServiceUnavailable
+from shared.security.auth import (
     ON_BEHALF_OF,  # the end user a read is for: a domain limits per user
     AuthSettings,
     mint_token,
 )
-from shared.errors import GatewayTimeout, Problem, ServiceUnavailable
 
 _ARROW = "application/vnd.apache.arrow.stream"
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.federation.fetch import Input
-from shared.products import Column, ColumnType, Product
+from shared.declarations.products import Column, ColumnType, Product
 
 INTEGER, TEXT, MONEY = ColumnType.INTEGER, ColumnType.TEXT, ColumnType.MONEY
 DATE, TIMESTAMP, DECIMAL = ColumnType.DATE, ColumnType.TIMESTAMP, ColumnType.DECIMAL

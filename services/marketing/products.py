@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from services.marketing.writes import WRITES
-from shared.checks import (
+from shared.declarations.checks import (
     EMAIL_PATTERN,
     AcceptedValues,
     Consistency,
@@ -24,7 +24,14 @@ from shared.checks import (
     Unique,
     not_null,
 )
-from shared.products import Classification, Column, ColumnType, Domain, Product, pseudonymous_key
+from shared.declarations.products import (
+    Classification,
+    Column,
+    ColumnType,
+    Domain,
+    Product,
+    pseudonymous_key,
+)
 
 PII = Classification.PII
 CONFIDENTIAL = Classification.CONFIDENTIAL

@@ -7,11 +7,11 @@ as_of:
   as_of), 30 to 90 days long; Active while end_date >= as_of; spent 50-99% of the budget
 - campaign_metrics: one row per campaign per active day (start_date to min(end_date, as_of))
 - leads: 20N created over the year (the last on as_of); 4% Converted (lead_id mod 25 = 7),
-  each with the email of a Sales customer (shared.scale.customer_email) and converted_at that
+  each with the email of a Sales customer (shared.storage.scale.customer_email) and converted_at that
   customer's created_at, the lead created 10 to 69 days before
 - website_traffic: 365 days x 5 pages x 4 sources, visitors growing with N
 
-Every value is arithmetic on the row number and `shared.scale.pick`; no Python loop per row.
+Every value is arithmetic on the row number and `shared.storage.scale.pick`; no Python loop per row.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import datetime as dt
 import asyncpg
 
 from services.marketing.sample import PAGES, SOURCES
-from shared.scale import choice, customer_created_at, customer_email, day, literal, pick
+from shared.storage.scale import choice, customer_created_at, customer_email, day, literal, pick
 
 DAYS = 365
 CHANNELS = ("LinkedIn", "Google Ads", "Email", "Webinar", "Events")

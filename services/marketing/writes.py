@@ -1,5 +1,5 @@
 """What the Marketing team writes through the API: campaigns, leads along their funnel, and
-the daily upserts of campaign metrics and website traffic (shared.writes turns this into
+the daily upserts of campaign metrics and website traffic (shared.writing.inputs turns this into
 endpoints)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from shared.writes import RowRule, TableWrites, Transitions, WriteContext, WriteLogic
+from shared.writing.inputs import RowRule, TableWrites, Transitions, WriteContext, WriteLogic
 
 CAMPAIGN_FIELDS = (
     "campaign_name",

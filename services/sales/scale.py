@@ -9,7 +9,7 @@ Shape at scale N (N > 1; scale 1 is the literal sample, see sample.py):
 - order_items: 60N, 1 to 5 per order (3 on average), unit_price the product's price, and
   line_total rounded half up to cents; every order's total_amount is the sum of its lines
 
-Every value is arithmetic on the row number and `shared.scale.pick`; no Python loop per row.
+Every value is arithmetic on the row number and `shared.storage.scale.pick`; no Python loop per row.
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ import datetime as dt
 import asyncpg
 
 from services.sales.sample import REGION_BY_COUNTRY, sample
-from shared.scale import choice, customer_count, customer_created_at, customer_email, day, pick
+from shared.storage.scale import (
+    choice,
+    customer_count,
+    customer_created_at,
+    customer_email,
+    day,
+    pick,
+)
 
 ORDER_DAYS = 180
 COUNTRIES = tuple(REGION_BY_COUNTRY)

@@ -1,5 +1,5 @@
 """What the Sales team writes through the API: customers, and orders with their items, priced
-by the server from the current catalogue (shared.writes turns this into endpoints)."""
+by the server from the current catalogue (shared.writing.inputs turns this into endpoints)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from services.sales.sample import REGION_BY_COUNTRY
-from shared.writes import (
+from shared.writing.inputs import (
     Children,
     FieldError,
     InvalidBody,

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from shared.products import RESERVED_DOMAIN_NAMES, Classification
+from shared.declarations.products import RESERVED_DOMAIN_NAMES, Classification
 
 TEMPLATES = Path(__file__).parent / "templates"
 ENTRY_POINTS = '[project.entry-points."datamesh.domains"]'

@@ -1,4 +1,4 @@
-"""Quality history: quality_runs and quality_results (see shared.quality).
+"""Quality history: quality_runs and quality_results (see shared.governance.quality).
 
 Revision ID: 0001_framework_quality
 Revises:

@@ -1,5 +1,5 @@
-"""Writes: the timestamp functions and idempotency_keys (see shared.write_schema,
-shared.idempotency).
+"""Writes: the timestamp functions and idempotency_keys (see shared.storage.write_schema,
+shared.writing.idempotency).
 
 Revision ID: 0002_framework_writes
 Revises: 0001_framework_quality

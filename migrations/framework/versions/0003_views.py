@@ -1,5 +1,5 @@
 """Fast analytics views: the schema `live`, the change marks and the refresh bookkeeping (see
-shared.view_schema).
+shared.storage.view_schema).
 
 Revision ID: 0003_framework_views
 Revises: 0002_framework_writes

@@ -1,4 +1,4 @@
-"""A failed refresh of the analytics views, noted for the metadata (see shared.views).
+"""A failed refresh of the analytics views, noted for the metadata (see shared.storage.views).
 
 Revision ID: 0004_framework_refresh_errors
 Revises: 0003_framework_views

@@ -1,4 +1,4 @@
-"""Writes: timestamps kept by the database (see shared.write_schema).
+"""Writes: timestamps kept by the database (see shared.storage.write_schema).
 
 Revision ID: 0003_marketing_writes
 Revises: 0002_marketing_quality
@@ -12,7 +12,7 @@ here leads.created_at kept (no marketing table has updated_at).
 
 from collections.abc import Sequence
 
-from shared.write_schema import timestamp_triggers_downgrade, timestamp_triggers_upgrade
+from shared.storage.write_schema import timestamp_triggers_downgrade, timestamp_triggers_upgrade
 
 revision: str = "0003_marketing_writes"
 down_revision: str | Sequence[str] | None = "0002_marketing_quality"

@@ -4,7 +4,7 @@ Revision ID: 0004_marketing_matviews
 Revises: 0003_marketing_writes
 Create Date: 2026-11-26
 
-The mechanism is every domain's (shared.view_schema; the schema live, view_changes,
+The mechanism is every domain's (shared.storage.view_schema; the schema live, view_changes,
 view_refreshes and the functions are the framework's, in
 migrations/framework/versions/0003_views.py and 0005_refresh_function.py: this revision depends
 on the first and created them too until the framework had its own branch); here the Marketing
@@ -15,7 +15,7 @@ it needs no index.
 
 from collections.abc import Sequence
 
-from shared.view_schema import MaterializedView, materialize_downgrade, materialize_upgrade
+from shared.storage.view_schema import MaterializedView, materialize_downgrade, materialize_upgrade
 
 revision: str = "0004_marketing_matviews"
 down_revision: str | Sequence[str] | None = "0003_marketing_writes"

@@ -1,4 +1,4 @@
-"""Writes: timestamps kept by the database (see shared.write_schema).
+"""Writes: timestamps kept by the database (see shared.storage.write_schema).
 
 Revision ID: 0003_sales_writes
 Revises: 0002_sales_quality
@@ -12,7 +12,7 @@ here customers.updated_at set on every change, customers.created_at kept.
 
 from collections.abc import Sequence
 
-from shared.write_schema import timestamp_triggers_downgrade, timestamp_triggers_upgrade
+from shared.storage.write_schema import timestamp_triggers_downgrade, timestamp_triggers_upgrade
 
 revision: str = "0003_sales_writes"
 down_revision: str | Sequence[str] | None = "0002_sales_quality"

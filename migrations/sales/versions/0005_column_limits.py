@@ -5,7 +5,7 @@ Revises: 0004_sales_matviews
 Create Date: 2026-12-07
 
 Every stored text column holds at most its declared number of characters, every date and
-timestamp column only days within its declared range (shared.column_schema derives the
+timestamp column only days within its declared range (shared.storage.column_schema derives the
 constraints from the Sales declarations). Rows already out of a limit do not stop the migration:
 that constraint stays NOT VALID (new and changed rows keep it) and a warning counts the rows.
 """
@@ -13,7 +13,7 @@ that constraint stays NOT VALID (new and changed rows keep it) and a warning cou
 from collections.abc import Sequence
 
 from services import domain
-from shared.column_schema import declared_limits_downgrade, declared_limits_upgrade
+from shared.storage.column_schema import declared_limits_downgrade, declared_limits_upgrade
 
 revision: str = "0005_sales_column_limits"
 down_revision: str | Sequence[str] | None = "0004_sales_matviews"

@@ -1,0 +1,636 @@
+"""A domain's HTTP API, built from its declarations: reads, single rows, catalogue, health."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.convertors import StringConvertor, register_url_convertor
+
+from shared.declarations.products import Column, ColumnType, Domain, Product
+from shared.errors import (
+    NotAcceptable,
+    NotFound,
+    UnknownParameter,
+    UnknownProduct,
+)
+from shared.openapi import BEARER_CHALLENGE, problem
+from shared.reading.formats import (
+    MEDIA_TYPES,
+    STREAMING,
+    Format,
+    RowSource,
+    encode_json_array,
+    negotiate,
+)
+from shared.reading.query import OPERATORS, Filter, PiiAccess, ReadQuery, parse_read
+from shared.reading.rows import DatabaseRows
+from shared.reading.streams import GuardedStream, Primed, StreamSlots
+from shared.reading.values import json_schema, parse_value
+from shared.security.auth import principal_of
+from shared.security.pseudonym import PseudonymKey, PseudonymSettings
+from shared.settings import ServiceSettings
+from shared.storage.db import Database
+
+_COUNT_MODES = ("exact", "planned", "estimated")
+MASKED_COLUMNS = "Masked-Columns"  # the response header naming the columns read masked
+_log = logging.getLogger("datamesh")
+
+
+def product_path(service: str, product: Product) -> str:
+    """The versioned path of a product of a service (a domain, or the mesh)."""
+    return f"/{service}/v{product.version}/{product.name}"
+
+
+def entity_tag(row_json: str) -> str:
+    """The strong ETag of a row as answered: the SHA-256 of its JSON text (a single-row read
+    and a write's response give the same one for the same row and caller)."""
+    return '"' + hashlib.sha256(row_json.encode()).hexdigest() + '"'
+
+
+def _prefer_count(request: Request) -> str | None:
+    for preference in request.headers.get("prefer", "").split(","):
+        key, _, value = preference.strip().partition("=")
+        if key == "count" and value in _COUNT_MODES:
+            return value
+    return None
+
+
+def public_link(path: str, settings: ServiceSettings) -> str:
+    """A link to a path of this service: under the configured public URL, else relative (the
+    request's Host header is the caller's to choose, so it never makes a link)."""
+    return f"{settings.public_url or ''}{path}"
+
+
+def _next_link(request: Request, cursor: str, settings: ServiceSettings) -> str:
+    params = [
+        (k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "cursor")
+    ]
+    params.append(("cursor", cursor))
+    target = public_link(f"{request.url.path}?{urlencode(params)}", settings)
+    return f'<{target}>; rel="next"'
+
+
+async def _primed(chunks: AsyncGenerator[bytes, None]) -> Primed:
+    """Start a stream before the response does, so an early failure is still a problem+json.
+    A failure after the response started (the database lost mid-stream) aborts it: the
+    connection closes without the body's end (no final chunk), so the client gets an
+    incomplete read, never a short answer that looks whole (docs/operations.md)."""
+    first = b""
+    while not first:  # an encoder may yield an empty chunk before its first read
+        chunk = await anext(chunks, None)
+        if chunk is None:
+            break
+        first = chunk
+    return Primed(first, chunks)
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """What a read asks for: the format, the parsed query and the count preference."""
+
+    fmt: Format
+    query: ReadQuery
+    count_mode: str | None
+
+
+def pii_access(request: Request, pii_scope: str | None) -> PiiAccess:
+    """Whether the request's verified caller reads PII in clear: it holds `pii_scope`."""
+    if pii_scope is None:
+        return PiiAccess.masked()
+    return PiiAccess(pii_scope, principal_of(request).allows(pii_scope))
+
+
+def parse_request(
+    request: Request,
+    product: Product,
+    settings: ServiceSettings,
+    *,
+    pii_scope: str | None,
+    params: list[tuple[str, str]] | None = None,
+) -> ReadRequest:
+    """Parse a read of the product (its query parameters, Accept and Prefer headers). PII
+    columns are masked unless the caller holds `pii_scope` (None: masked for everyone)."""
+    fmt = negotiate(request.query_params.get("format"), request.headers.get("accept"))
+    paged = fmt in (Format.JSON, Format.OBJECT)
+    query = parse_read(
+        product,
+        request.query_params.multi_items() if params is None else params,
+        max_limit=settings.max_page_size if paged else None,
+        pii=pii_access(request, pii_scope),
+    )
+    return ReadRequest(fmt, query, _prefer_count(request))
+
+
+def masked_header(query: ReadQuery) -> dict[str, str]:
+    """`Masked-Columns: email, phone`: the selected columns answered masked (null), if any."""
+    masked = query.masked_columns
+    return {MASKED_COLUMNS: ", ".join(masked)} if masked else {}
+
+
+async def respond(
+    request: Request,
+    read: ReadRequest,
+    source: RowSource,
+    settings: ServiceSettings,
+    slots: StreamSlots | None = None,
+) -> Response:
+    """The HTTP answer to a read: a JSON page with its headers, or a streamed format (within
+    the stream bounds of `slots`, if given; aborted if its client stops reading,
+    shared.reading.streams)."""
+    query, fmt, count_mode = read.query, read.fmt, read.count_mode
+    headers = masked_header(query)
+    if count_mode:
+        headers["Preference-Applied"] = f"count={count_mode}"
+    if fmt not in (Format.JSON, Format.OBJECT):
+        release = await slots.acquire(request) if slots else _nothing
+        try:
+            if count_mode:
+                headers["Content-Range"] = f"*/{await source.count(query, count_mode)}"
+            body = await _primed(source.stream(query, fmt))
+        except BaseException:
+            release()
+            raise
+        if fmt is Format.PARQUET:
+            headers["Content-Disposition"] = f'attachment; filename="{query.product.name}.parquet"'
+        return GuardedStream(
+            body,
+            release=release,
+            send_timeout=settings.stream_send_timeout_seconds,
+            media_type=MEDIA_TYPES[fmt],
+            headers=headers,
+        )
+    size = 1 if fmt is Format.OBJECT else query.limit
+    page = await source.page(query, settings.json_page_size if size is None else size, count_mode)
+    if fmt is Format.OBJECT:
+        if len(page.rows) != 1 or page.last is not None:
+            raise NotAcceptable(
+                "A single JSON object was requested (Accept: application/vnd.pgrst.object+json) "
+                "but the read matches " + ("no rows." if not page.rows else "more than one row."),
+            )
+        return Response(page.rows[0], media_type=MEDIA_TYPES[Format.OBJECT], headers=headers)
+    if query.after is None or count_mode:
+        span = f"{page.start}-{page.start + len(page.rows) - 1}" if page.rows else "*"
+        headers["Content-Range"] = f"{span}/{'*' if page.total is None else page.total}"
+    if page.last is not None:
+        headers["Link"] = _next_link(request, query.encode_cursor(page.last), settings)
+    return Response(encode_json_array(page.rows), media_type="application/json", headers=headers)
+
+
+def _nothing() -> None:
+    pass
+
+
+def pii_scope(domain: Domain) -> str:
+    """The scope a caller needs to read the domain's PII columns in clear."""
+    return f"{domain.name}:pii"
+
+
+class ProductReader:
+    """Answers reads of one domain's products from its database."""
+
+    def __init__(
+        self,
+        domain: Domain,
+        database: Callable[[], Database],
+        settings: ServiceSettings,
+        pseudonyms: PseudonymSettings | None = None,
+    ):
+        self.domain = domain
+        self.database = database
+        self.settings = settings
+        self._pseudonyms = pseudonyms
+        self.pseudonym: PseudonymKey | None = None
+        self.slots = self._slots()
+
+    def _slots(self) -> StreamSlots:
+        settings = self.settings
+        return StreamSlots(
+            per_caller=settings.max_streams_per_caller,
+            total=settings.stream_slots,
+            wait=settings.pool_timeout_seconds,
+            mesh_subjects=frozenset(settings.mesh_subjects),
+        )
+
+    @property
+    def computes_pseudonyms(self) -> bool:
+        """Whether a product of the domain declares a pseudonymous (computed) column."""
+        return any(c.computed for p in self.domain.products for c in p.columns)
+
+    def start(self) -> None:
+        """Load the pseudonymisation key the domain's computed columns need (at startup: a
+        domain that needs one and has none refuses to start, saying why)."""
+        if self.computes_pseudonyms:
+            self.pseudonym = (self._pseudonyms or PseudonymSettings()).key()
+        self.slots = self._slots()  # fresh bounds for each run of the app
+
+    def rows(self) -> DatabaseRows:
+        return DatabaseRows(self.database(), self.settings, self.pseudonym)
+
+    async def read(self, request: Request, product: Product) -> Response:
+        """Rows of a product, filtered, ordered, paged and encoded as asked; PII columns
+        masked unless the caller holds the domain's pii scope."""
+        read = parse_request(request, product, self.settings, pii_scope=pii_scope(self.domain))
+        return await respond(request, read, self.rows(), self.settings, self.slots)
+
+    async def read_one(self, request: Request, product: Product, key: str) -> Response:
+        """One row of a table by its key, as a JSON object."""
+        fmt = negotiate(request.query_params.get("format"), request.headers.get("accept"))
+        if fmt not in (Format.JSON, Format.OBJECT):
+            raise NotAcceptable(
+                f"A single row is served as JSON only; the request asks for {fmt.value}.",
+                accept=fmt.value,
+            )
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "format"]
+        for name, _ in params:
+            if name != "select":
+                raise UnknownParameter(
+                    f"Parameter '{name}' is not accepted when reading one row; use select or format.",
+                    parameter=name,
+                )
+        query = parse_read(
+            product, params, max_limit=None, pii=pii_access(request, pii_scope(self.domain))
+        )
+        column = product.column(product.key[0])
+        assert column is not None
+        value = parse_value(column, key, parameter=column.name)
+        query.filters.append(Filter(column, "eq", value, negated=False))
+        page = await self.rows().page(query, 1, None)
+        rows = page.rows
+        if not rows:
+            raise NotFound(
+                f"No {product.name} row has {column.name} = {key}.", product=product.name, key=key
+            )
+        headers = {"ETag": entity_tag(rows[0]), **masked_header(query)}
+        return Response(rows[0], media_type="application/json", headers=headers)
+
+
+def _pii_note(column: Column, pii_scope: str | None) -> str:
+    if not column.is_pii:
+        return ""
+    if pii_scope is None:
+        return " PII: always masked (null)."
+    return (
+        f" PII: masked (null) unless the token carries `{pii_scope}`; filtering or sorting on "
+        "it without that scope is a 403."
+    )
+
+
+_TEXT: dict[str, Any] = {"type": "string"}
+# LIMIT and OFFSET: whole numbers up to PostgreSQL's bigint
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+_INTEGER_RANGES = {ColumnType.INTEGER: 2**31, ColumnType.BIGINT: 2**63}
+# marks the operations whose parameters are PostgREST's read grammar (see schemathesis.toml)
+READ_GRAMMAR = {"x-read-grammar": "postgrest"}
+
+
+def _choice(*words: str) -> dict[str, Any]:
+    """A string that is one of the words, in any letter case (as the server compares them)."""
+    spelled = ("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in w) for w in words)
+    return {"type": "string", "pattern": f"^(?:{'|'.join(spelled)})$"}
+
+
+def _key_schema(column: Column) -> dict[str, Any]:
+    """The schema of a key in a URL path: whole numbers in the column's range, else text."""
+    bound = _INTEGER_RANGES.get(column.type)
+    if bound is None:
+        return {"type": "string"}
+    return {"type": "integer", "minimum": -bound, "maximum": bound - 1}
+
+
+def _openapi_parameters(product: Product, pii_scope: str | None) -> list[dict[str, Any]]:
+    grammar = (
+        "PostgREST filter `<operator>.<value>`, operators: "
+        + ", ".join(f"`{o}`" for o in OPERATORS)
+        + "; prefix `not.` to negate; `in.(a,b)`; `is.null`."
+    )
+    common = [
+        ("select", "Comma-separated columns to return (default all): `select=a,b`.", _TEXT),
+        ("order", "Sort: `order=col.desc.nullslast,other` (the key breaks ties).", _TEXT),
+        ("limit", "Rows to return; JSON pages default to 1000 and allow at most 10000.", _COUNT),
+        ("offset", "Rows to skip (prefer the `Link` cursor for deep pages).", _COUNT),
+        ("cursor", 'Opaque keyset cursor from a `Link: <...>; rel="next"` header.', _TEXT),
+        (
+            "format",
+            "json, csv, ndjson, arrow or parquet, in any case (instead of an Accept header).",
+            _choice(*(f.value for f in STREAMING), Format.JSON.value),
+        ),
+    ]
+    parameters: list[dict[str, Any]] = [
+        {"name": n, "in": "query", "required": False, "description": d, "schema": schema}
+        for n, d, schema in common
+    ]
+    parameters.append(
+        {
+            "name": "Prefer",
+            "in": "header",
+            "required": False,
+            "description": "`count=exact|planned|estimated`: the total in `Content-Range`.",
+            "schema": {"type": "string"},
+        }
+    )
+    for column in product.columns:
+        if column.filterable:
+            parameters.append(
+                {
+                    "name": column.name,
+                    "in": "query",
+                    "required": False,
+                    "description": f"{column.description}{_pii_note(column, pii_scope)} {grammar}",
+                    "schema": {"type": "string"},
+                }
+            )
+    return parameters
+
+
+def _column_schema(column: Column, pii_scope: str | None) -> dict[str, Any]:
+    if not column.is_pii:
+        return json_schema(column)
+    schema = json_schema(replace(column, nullable=True))  # masked: null
+    schema["description"] += _pii_note(column, pii_scope)
+    return schema
+
+
+def _row_schema(product: Product, pii_scope: str | None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "title": product.name,
+        "description": "Every column, or those named by `select`.",
+        "properties": {c.name: _column_schema(c, pii_scope) for c in product.columns},
+        "additionalProperties": False,
+    }
+
+
+_PAGE_HEADERS: dict[str, Any] = {
+    "Content-Range": {
+        "description": "The rows answered and the total, PostgREST's way: `0-999/*`, "
+        "`0-999/7000` with `Prefer: count=...`, `*/0` for no rows; `*/N` on a streamed format.",
+        "schema": {"type": "string", "pattern": "^(?:[0-9]+-[0-9]+|[*])/(?:[0-9]+|[*])$"},
+    },
+    "Link": {
+        "description": 'The next page, when there is one: `<url>; rel="next"`.',
+        "schema": {"type": "string", "pattern": '^<[^>]+>; rel="next"$'},
+    },
+    "Preference-Applied": {
+        "description": "The `count` preference applied.",
+        "schema": {"type": "string", "pattern": "^count=(?:exact|planned|estimated)$"},
+    },
+    "Content-Disposition": {
+        "description": "On Parquet: an attachment named after the product.",
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _responses(
+    product: Product, pii_scope: str | None, *, many: bool
+) -> dict[int | str, dict[str, Any]]:
+    row = _row_schema(product, pii_scope)
+    content: dict[str, Any] = {
+        "application/json": {"schema": {"type": "array", "items": row} if many else row}
+    }
+    if many:
+        for fmt in (Format.CSV, Format.NDJSON, Format.ARROW, Format.PARQUET):
+            content[MEDIA_TYPES[fmt].split(";")[0]] = {
+                "schema": {"type": "string", "format": "binary"}
+            }
+    ok: dict[str, Any] = {
+        "description": "Rows of the product." if many else "One row.",
+        "content": content,
+    }
+    if not many:
+        ok["headers"] = {
+            "ETag": {
+                "description": "Strong entity tag of the row as answered: send it in `If-Match` "
+                "to change the row only if it is still this one.",
+                "schema": {"type": "string"},
+            }
+        }
+    if many:
+        ok["headers"] = dict(_PAGE_HEADERS)
+    if any(c.is_pii for c in product.columns):
+        ok.setdefault("headers", {})
+        ok["headers"] |= {
+            MASKED_COLUMNS: {
+                "description": "The selected PII columns answered masked (null), comma-separated; "
+                "absent when none is.",
+                "schema": {"type": "string"},
+            }
+        }
+    return {
+        200: ok,
+        400: problem("A parameter is malformed or unknown."),
+        403: problem(
+            "The token lacks a scope: the product's, or (a filter or order on a PII column, code "
+            "`pii_column`) the domain's pii scope.",
+            headers=BEARER_CHALLENGE,
+        ),
+        404: problem("No such product or row."),
+        406: problem("The Accept header or `format` asks for no supported format."),
+        503: problem("The domain database is unreachable (`Retry-After` says when to retry)."),
+        504: problem("The read ran longer than the statement timeout (`statement_timeout`)."),
+    }
+
+
+def _describe(product: Product, origin: str, pii_scope: str | None) -> str:
+    lines = [product.description, "", f"Source: {origin}; key: {', '.join(product.key)}."]
+    if product.definition:
+        lines += ["", f"Definition: {product.definition}"]
+    lines += ["", "| column | type | classification | description |", "|---|---|---|---|"]
+    lines += [
+        f"| {c.name} | {c.type}{' (nullable)' if c.nullable else ''} | {c.classification} | {c.description} |"
+        for c in product.columns
+    ]
+    pii = [c.name for c in product.columns if c.is_pii]
+    if pii:
+        clear = f"unless the token carries `{pii_scope}`" if pii_scope else "always"
+        lines += [
+            "",
+            f"PII columns ({', '.join(pii)}) are masked (null) {clear}; the `{MASKED_COLUMNS}` "
+            "response header lists the masked columns, and a filter or order on one of them "
+            "without the scope is a 403 (`pii_column`).",
+        ]
+    return "\n".join(lines)
+
+
+def catalogue_entry(service: str, product: Product) -> dict[str, Any]:
+    """What a product list says of one product (the mesh discovers products from it)."""
+    return {
+        "name": product.name,
+        "domain": service,
+        "version": product.version,
+        "path": product_path(service, product),
+        "kind": "table" if product.is_table else "view",
+        "description": product.description,
+        "definition": product.definition or None,
+        "key": list(product.key),
+        "columns": [
+            {
+                "name": c.name,
+                "type": str(c.type),
+                "nullable": c.nullable,
+                "classification": str(c.classification),
+                "description": c.description,
+                "filterable": c.filterable,
+                "sortable": c.sortable,
+            }
+            for c in product.columns
+        ],
+    }
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _ProductName(StringConvertor):
+    """A product's name in a path: no '/', and no ':' (`<table>:batch` is a write's path, which
+    the unknown-product answer must not claim for GET)."""
+
+    regex = "[^/:]+"
+
+
+register_url_convertor("product_name", _ProductName())
+
+
+def product_router(domain: Domain, reader: ProductReader) -> APIRouter:
+    """The routes of every declared product, with their OpenAPI descriptions (the app that
+    includes it loads the reader's pseudonymisation key at startup)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reader.start()
+        yield
+
+    router = APIRouter(lifespan=lifespan)
+    prefix = f"/{domain.name}"
+
+    async def list_products(request: Request) -> JSONResponse:
+        """The data products this domain publishes, with their columns."""
+        return JSONResponse([catalogue_entry(domain.name, p) for p in domain.products])
+
+    router.add_api_route(
+        f"{prefix}/v1",
+        list_products,
+        methods=["GET"],
+        summary="List data products",
+        tags=["catalogue"],
+    )
+    for product in domain.products:
+        _add_product(router, domain, product, reader)
+
+    known = ", ".join(p.name for p in domain.products)
+
+    async def unknown_product(name: str) -> Response:
+        raise UnknownProduct(
+            f"Unknown data product '{name}' in domain '{domain.name}'; known: {known}.",
+            product=name,
+        )
+
+    router.add_api_route(
+        f"{prefix}/v1/{{name:product_name}}",
+        unknown_product,
+        methods=["GET"],
+        include_in_schema=False,
+    )
+    return router
+
+
+def _add_product(
+    router: APIRouter, domain: Domain, product: Product, reader: ProductReader
+) -> None:
+    async def read(request: Request) -> Response:
+        return await reader.read(request, product)
+
+    add_read_routes(router, domain.name, product, read, pii_scope=pii_scope(domain))
+    path = product_path(domain.name, product)
+    title = product.name.replace("-", " ").capitalize()
+    if product.is_table and len(product.key) == 1:
+        key = product.key[0]
+        key_column = product.column(key)
+        assert key_column is not None
+
+        async def read_one(request: Request) -> Response:
+            return await reader.read_one(request, product, request.path_params[key])
+
+        router.add_api_route(
+            f"{path}/{{{key}}}",
+            read_one,
+            methods=["GET"],
+            name=f"read_{product.source}_by_key",
+            summary=f"Read one {title} row by {key}",
+            description=f"One row of `{product.source}` by its key `{key}`; 404 if absent.",
+            tags=[product.name],
+            openapi_extra={
+                "parameters": [
+                    {
+                        "name": key,
+                        "in": "path",
+                        "required": True,
+                        "schema": _key_schema(key_column),
+                    },
+                    {
+                        "name": "select",
+                        "in": "query",
+                        "required": False,
+                        "description": "Comma-separated columns to return (default all).",
+                        "schema": _TEXT,
+                    },
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "description": "json, in any case: one row is served as JSON only.",
+                        "schema": _choice(Format.JSON.value),
+                    },
+                ],
+                **READ_GRAMMAR,
+            },
+            responses=_responses(product, pii_scope(domain), many=False),
+            response_class=Response,
+        )
+
+
+def add_read_routes(
+    router: APIRouter,
+    service: str,
+    product: Product,
+    read: Handler,
+    *,
+    origin: str | None = None,
+    parameters: tuple[dict[str, Any], ...] = (),
+    notes: str = "",
+    pii_scope: str | None = None,
+    responses: dict[int | str, dict[str, Any]] | None = None,
+) -> None:
+    """A product's versioned read route and its un-versioned alias, documented from its
+    declaration (plus any service-specific origin, parameters, notes and responses, and the
+    scope that reads its PII columns in clear)."""
+    title = product.name.replace("-", " ").capitalize()
+    if origin is None:
+        origin = f"{'table' if product.is_table else 'analytics view'} `{product.source}`"
+    description = _describe(product, origin, pii_scope) + (f"\n\n{notes}" if notes else "")
+    current = f"/{service}/{product.name}"
+    for route, visible in ((product_path(service, product), True), (current, False)):
+        router.add_api_route(
+            route,
+            read,
+            methods=["GET"],
+            name=f"read_{product.name}" if visible else f"read_{product.name}_current",
+            summary=f"Read {title}",
+            description=description,
+            tags=[product.name],
+            openapi_extra={
+                "parameters": [*_openapi_parameters(product, pii_scope), *parameters],
+                **READ_GRAMMAR,
+            },
+            responses=_responses(product, pii_scope, many=True) | (responses or {}),
+            response_class=Response,
+            include_in_schema=visible,
+        )
