@@ -46,6 +46,16 @@ class UnknownParameter(Problem):
     title = "Unknown query parameter"
 
 
+def only_parameters(request: Request, allowed: tuple[str, ...] | list[str] = ()) -> None:
+    """400 naming the first query parameter of the request that is not one of `allowed`."""
+    for name in request.query_params:
+        if name not in allowed:
+            known = ", ".join(allowed) if allowed else "none"
+            raise UnknownParameter(
+                f"Unknown query parameter '{name}'; accepted here: {known}.", parameter=name
+            )
+
+
 class UnknownColumn(Problem):
     code = "unknown_column"
     title = "Unknown column"

@@ -69,13 +69,55 @@ def test_the_client_imports_neither_the_framework_nor_the_services() -> None:
     assert offences == ["datamesh/_cli.py imports services.cli"]
 
 
+# The framework's layers (ARCHITECTURE.md): each sub-package of shared/ imports the modules at the
+# top of shared/ (settings, errors, sql, openapi, schedule) and the layers listed for it, never one
+# above it, so that the import graph between them has no cycle.
+LAYERS = {
+    "declarations": (),
+    "security": (),
+    "storage": ("declarations",),
+    "reading": ("declarations", "security", "storage"),
+    "writing": ("declarations", "security", "storage", "reading"),
+    "governance": ("declarations", "security", "storage", "reading"),
+    "serving": ("declarations", "security", "storage", "reading", "writing", "governance"),
+}
+TOP = tuple(
+    f"shared.{p.stem}" for p in sorted((ROOT / "shared").glob("*.py")) if p.stem != "__init__"
+)
+
+
+def test_the_framework_is_its_layers_and_a_few_modules_at_the_top() -> None:
+    packages = {p.name for p in (ROOT / "shared").iterdir() if (p / "__init__.py").exists()}
+    assert packages == set(LAYERS)
+    top = ("errors", "openapi", "schedule", "settings", "sql")
+    assert [m.removeprefix("shared.") for m in TOP] == list(top)
+
+
+def test_each_layer_of_the_framework_imports_only_the_layers_below_it() -> None:
+    offences = []
+    for layer, below in LAYERS.items():
+        allowed = (f"shared.{layer}", *TOP, *(f"shared.{b}" for b in below))
+        offences += _offences(f"shared/{layer}", allowed, OURS)
+    # the modules at the top import none of the layers
+    for path in (ROOT / "shared").glob("*.py"):
+        offences += [
+            f"{path.relative_to(ROOT)} imports {m}"
+            for m in _imports(path)
+            if m.startswith("shared.") and m not in TOP
+        ]
+    assert offences == []
+
+
 def test_the_declarations_do_not_import_the_write_machinery() -> None:
     # shared.writing.inputs builds models from the declarations; the declarations import only what
     # declares (shared.declarations.writes), so the two never import each other
-    assert "shared.writing.inputs" not in _imports(ROOT / "shared" / "products.py")
-    assert {
-        m for m in _imports(ROOT / "shared" / "write_declarations.py") if m.startswith("shared")
-    } == {
+    declared = ROOT / "shared" / "declarations"
+    assert {m for p in declared.rglob("*.py") for m in _imports(p) if m.startswith("shared.")} <= {
         "shared.errors",
-        "shared.declarations.products",  # for type checking only (TYPE_CHECKING)
+        "shared.sql",
+        "shared.declarations",
+        "shared.declarations.products",
+        "shared.declarations.writes",
+        *(f"shared.declarations.checks.{p.stem}" for p in (declared / "checks").glob("*.py")),
+        "shared.declarations.checks",
     }

@@ -29,7 +29,7 @@ def test_readme_lists_every_product() -> None:
 
 
 def test_the_vendored_swagger_ui_is_the_version_it_is_served_as() -> None:
-    swagger_ui = ROOT / "shared" / "swagger_ui"
+    swagger_ui = ROOT / "shared" / "serving" / "swagger_ui"
     bundle = (swagger_ui / "swagger-ui-bundle.js").read_text()
     assert f'PACKAGE_VERSION:"{SWAGGER_UI_VERSION}"' in bundle
     assert f"version {SWAGGER_UI_VERSION} (tarball" in (swagger_ui / "README.md").read_text()

@@ -116,8 +116,9 @@ def migrate_before_the_branch(
         "import asyncio, datetime, sys\n"
         "from alembic import command\n"
         "from services import domain, sample\n"
-        "from shared.storage.migrations import alembic_config\n"
-        "from shared.storage.sample_data import load_if_empty\n"
+        # the modules as that commit named them (before shared/ was grouped in sub-packages)
+        "from shared.migrations import alembic_config\n"
+        "from shared.sample_data import load_if_empty\n"
         "name, url, target, load = sys.argv[1:]\n"
         "command.upgrade(alembic_config(name, url), target)\n"
         "if load == 'load':\n"

@@ -925,3 +925,16 @@ async def test_an_infinite_date_is_refused_on_every_write_path(
     }
     for name, sql in infinite.items():
         assert stored(databases[name], sql) == [{"n": 0}]
+
+
+def test_a_write_describes_its_domain_logic_and_only_a_domain_s_own() -> None:
+    from services.sales.app import app  # the app as served, its OpenAPI built without a database
+
+    paths = app.openapi()["paths"]
+    orders = paths["/sales/v1/orders"]["post"]["description"]
+    customers = paths["/sales/v1/customers"]["post"]["description"]
+    # the orders' logic (services/sales/writes.py OrderPricing) states what it does
+    assert orders.split("\n\n")[-1].startswith("A new order: its customer and products must exist")
+    # a table without logic of its own gets no description of the framework's no-op default
+    assert customers.split("\n\n")[-1].startswith("PII columns (`email`, `phone`)")
+    assert "the default does nothing" not in customers

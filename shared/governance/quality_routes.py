@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from shared.declarations.products import Domain
-from shared.errors import InvalidValue, LimitOutOfRange, NotFound, UnknownParameter
+from shared.errors import InvalidValue, LimitOutOfRange, NotFound, only_parameters
 from shared.governance.quality import latest_run, read_run, run_history, run_quality
 from shared.openapi import problem
 from shared.schedule import every
@@ -94,15 +94,6 @@ _SCORE_NOTE = (
 )
 
 
-def _only(request: Request, allowed: tuple[str, ...]) -> None:
-    for name in request.query_params:
-        if name not in allowed:
-            known = ", ".join(allowed) if allowed else "none"
-            raise UnknownParameter(
-                f"Unknown query parameter '{name}'; accepted here: {known}.", parameter=name
-            )
-
-
 def _whole_number(request: Request, name: str, default: int, maximum: int | None) -> int:
     values = request.query_params.getlist(name)
     if not values:
@@ -128,155 +119,157 @@ def _whole_number(request: Request, name: str, default: int, maximum: int | None
 
 def quality_router(domain: Domain, database: Callable[[], Database]) -> APIRouter:
     """POST and GET the domain's quality runs."""
+    routes = _QualityRoutes(domain, database)
     router = APIRouter(tags=["quality"])
-    base = f"/{domain.name}/v1/quality"
-
-    @router.post(
+    base = routes.base
+    router.add_api_route(
         f"{base}/runs",
+        routes.create_run,
+        methods=["POST"],
         status_code=201,
         dependencies=[Depends(require(f"{domain.name}:write"))],
         summary="Run the quality checks now",
         response_class=JSONResponse,
         responses={
-            201: {
-                "description": "The run, with every result; its URL in `Location`.",
-                "content": {"application/json": {"schema": _RUN_SCHEMA}},
-            },
+            201: _json("The run, with every result; its URL in `Location`.", _RUN_SCHEMA),
             **_BAD_PARAMETER,
             **_UNAVAILABLE,
         },
     )
-    async def create_run(request: Request) -> JSONResponse:
-        """Run every declared check of every product now and keep the results."""
-        _only(request, ())
-        async with database().connection() as conn:
-            run = await run_quality(conn, domain, trigger="manual")
-        return JSONResponse(
-            run.document(), status_code=201, headers={"Location": f"{base}/runs/{run.run_id}"}
-        )
-
-    @router.get(
+    router.add_api_route(
         base,
+        routes.latest,
+        methods=["GET"],
         summary="Latest quality run",
         description=f"The latest run with its score, per-product scores and results. {_SCORE_NOTE}",
         response_class=JSONResponse,
         responses={
-            200: {
-                "description": "The latest run.",
-                "content": {"application/json": {"schema": _RUN_SCHEMA}},
-            },
+            200: _json("The latest run.", _RUN_SCHEMA),
             **_BAD_PARAMETER,
             404: problem("No quality run has been made yet."),
             **_UNAVAILABLE,
         },
     )
-    async def latest(request: Request) -> JSONResponse:
-        """The latest quality run with its score, per-product scores and results."""
-        _only(request, ())
-        async with database().connection() as conn:
-            run = await latest_run(conn)
-        if run is None:
-            raise NoQualityRun(
-                f"No quality run of the {domain.name} domain yet; start one with POST {base}/runs."
-            )
-        return JSONResponse(run.document())
-
-    @router.get(
+    router.add_api_route(
         f"{base}/runs",
+        routes.history,
+        methods=["GET"],
         summary="Quality run history",
         response_class=JSONResponse,
-        openapi_extra={
-            "parameters": [
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "required": False,
-                    "description": f"Runs to return, 1 to {HISTORY_MAX_LIMIT}.",
-                    "schema": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": HISTORY_MAX_LIMIT,
-                        "default": HISTORY_LIMIT,
-                    },
-                },
-                {
-                    "name": "offset",
-                    "in": "query",
-                    "required": False,
-                    "description": "Runs to skip, newest first.",
-                    "schema": {
-                        "type": "integer",
-                        "minimum": 0,
-                        "maximum": _MAX_WHOLE,
-                        "default": 0,
-                    },
-                },
-            ]
-        },
+        openapi_extra={"parameters": _HISTORY_PARAMETERS},
         responses={
-            200: {
-                "description": "Runs without their results, newest first; `Content-Range` "
-                "gives the position and the number of runs kept.",
-                "content": {
-                    "application/json": {"schema": {"type": "array", "items": _SUMMARY_SCHEMA}}
-                },
-            },
+            200: _json(
+                "Runs without their results, newest first; `Content-Range` gives the position "
+                "and the number of runs kept.",
+                {"type": "array", "items": _SUMMARY_SCHEMA},
+            ),
             **_BAD_PARAMETER,
             **_UNAVAILABLE,
         },
     )
-    async def history(request: Request) -> JSONResponse:
-        """Kept quality runs with their scores, newest first."""
-        _only(request, ("limit", "offset"))
-        limit = _whole_number(request, "limit", HISTORY_LIMIT, HISTORY_MAX_LIMIT)
-        offset = _whole_number(request, "offset", 0, None)
-        async with database().connection() as conn:
-            runs, total = await run_history(conn, limit=limit, offset=offset)
-        span = f"{offset}-{offset + len(runs) - 1}" if runs else "*"
-        return JSONResponse(runs, headers={"Content-Range": f"{span}/{total}"})
-
-    @router.get(
+    router.add_api_route(
         f"{base}/runs/{{run_id}}",
+        routes.one_run,
+        methods=["GET"],
         summary="One quality run",
         response_class=JSONResponse,
-        openapi_extra={
-            "parameters": [
-                {
-                    "name": "run_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_WHOLE},
-                }
-            ]
-        },
+        openapi_extra={"parameters": [_RUN_ID_PARAMETER]},
         responses={
-            200: {
-                "description": "The run with every result.",
-                "content": {"application/json": {"schema": _RUN_SCHEMA}},
-            },
+            200: _json("The run with every result.", _RUN_SCHEMA),
             400: problem("The run id is not a whole number, or a parameter is unknown."),
             404: problem("No run has that id."),
             **_UNAVAILABLE,
         },
     )
-    async def one_run(request: Request) -> JSONResponse:
+    return router
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_HISTORY_PARAMETERS = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": f"Runs to return, 1 to {HISTORY_MAX_LIMIT}.",
+        "schema": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": HISTORY_MAX_LIMIT,
+            "default": HISTORY_LIMIT,
+        },
+    },
+    {
+        "name": "offset",
+        "in": "query",
+        "required": False,
+        "description": "Runs to skip, newest first.",
+        "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_WHOLE, "default": 0},
+    },
+]
+_RUN_ID_PARAMETER = {
+    "name": "run_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_WHOLE},
+}
+
+
+class _QualityRoutes:
+    """The handlers of a domain's quality endpoints."""
+
+    def __init__(self, domain: Domain, database: Callable[[], Database]):
+        self.domain, self.database = domain, database
+        self.base = f"/{domain.name}/v1/quality"
+
+    async def create_run(self, request: Request) -> JSONResponse:
+        """Run every declared check of every product now and keep the results."""
+        only_parameters(request)
+        async with self.database().connection() as conn:
+            run = await run_quality(conn, self.domain, trigger="manual")
+        location = f"{self.base}/runs/{run.run_id}"
+        return JSONResponse(run.document(), status_code=201, headers={"Location": location})
+
+    async def latest(self, request: Request) -> JSONResponse:
+        """The latest quality run with its score, per-product scores and results."""
+        only_parameters(request)
+        async with self.database().connection() as conn:
+            run = await latest_run(conn)
+        if run is None:
+            raise NoQualityRun(
+                f"No quality run of the {self.domain.name} domain yet; start one with "
+                f"POST {self.base}/runs."
+            )
+        return JSONResponse(run.document())
+
+    async def history(self, request: Request) -> JSONResponse:
+        """Kept quality runs with their scores, newest first."""
+        only_parameters(request, ("limit", "offset"))
+        limit = _whole_number(request, "limit", HISTORY_LIMIT, HISTORY_MAX_LIMIT)
+        offset = _whole_number(request, "offset", 0, None)
+        async with self.database().connection() as conn:
+            runs, total = await run_history(conn, limit=limit, offset=offset)
+        span = f"{offset}-{offset + len(runs) - 1}" if runs else "*"
+        return JSONResponse(runs, headers={"Content-Range": f"{span}/{total}"})
+
+    async def one_run(self, request: Request) -> JSONResponse:
         """One kept quality run with its results."""
-        _only(request, ())
+        only_parameters(request)
         raw = request.path_params["run_id"]
         if not (raw.isascii() and raw.isdigit()) or len(raw) > _WHOLE_DIGITS:
             raise InvalidValue(
                 f"Run id '{raw}' is not a whole number.", parameter="run_id", value=raw
             )
-        async with database().connection() as conn:
+        async with self.database().connection() as conn:
             run = await read_run(conn, int(raw))
         if run is None:
             raise UnknownQualityRun(
-                f"No quality run {raw} in the {domain.name} domain; see GET {base}/runs.",
+                f"No quality run {raw} in the {self.domain.name} domain; see GET {self.base}/runs.",
                 run_id=int(raw),
             )
         return JSONResponse(run.document())
-
-    return router
 
 
 def quality_schedule(

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_engine_from_config
 
 from shared.settings import asyncpg_url, migration_database_url_for
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 FRAMEWORK = "framework"  # the branch label, and the folder of migrations/ its revisions are in
 
 
