@@ -51,7 +51,12 @@ def personas(domains: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 
 def known_scopes(domains: tuple[str, ...]) -> tuple[str, ...]:
     """Every scope a token can carry for these domains."""
-    rights = ("read", "pii", "write", "admin")  # admin: the owner's corrections (shared.writing.corrections)
+    rights = (
+        "read",
+        "pii",
+        "write",
+        "admin",
+    )  # admin: the owner's corrections (shared.writing.corrections)
     per_domain = tuple(f"{d}:{right}" for d in domains for right in rights)
     return (*per_domain, "mesh:read", ADMIN)
 
