@@ -115,8 +115,14 @@ class StreamAborted(Exception):
     server closes the connection without the end of the body."""
 
 
+# where the code of the problem a request was answered with is noted, in its ASGI scope
+PROBLEM_CODE = "datamesh.problem_code"
+
+
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
-    """Render a problem as a problem+json response."""
+    """Render a problem as a problem+json response (its code noted in the request's scope for
+    the metrics: shared.serving.hygiene)."""
+    request.scope[PROBLEM_CODE] = problem.code
     return JSONResponse(
         problem.body(request.url.path),
         status_code=problem.status,

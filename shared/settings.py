@@ -28,6 +28,11 @@ class ServiceSettings(BaseSettings):
     quality_interval_seconds: float = Field(0.0, ge=0)  # scheduled quality runs; 0: off
     # how often a domain service looks for changes its materialized views miss; 0: never
     view_refresh_seconds: float = Field(1.0, ge=0)
+    # GET /metrics and the instrumentation of requests (docs/observability.md)
+    metrics_enabled: bool = True
+    # how often a domain service reads its products' rows, freshness and latest quality run
+    # for its metrics; 0: only at start and after quality runs
+    metrics_state_seconds: float = Field(30.0, ge=0)
     # requests per minute per token subject (per client address without a valid token); None:
     # the service's declared rate (a domain's declaration, the mesh's settings); 0: no limit
     rate_limit_per_minute: int | None = Field(None, ge=0)

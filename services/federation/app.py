@@ -16,7 +16,7 @@ from services.federation.catalog import catalog, metric_entry, quality_overview
 from services.federation.compute import compute
 from services.federation.fetch import DomainRegistry, Period, ServiceToken
 from services.federation.metrics import METRICS, Metric
-from services.federation.settings import RATE_LIMIT_PER_MINUTE, FederationSettings
+from services.federation.settings import RATE_LIMIT_PER_MINUTE, SERVICE, FederationSettings
 from shared.errors import InvalidValue, ServiceUnavailable, UnknownProduct
 from shared.openapi import problem
 from shared.reading.routes import Handler, add_read_routes, parse_request, respond
@@ -119,7 +119,7 @@ def create_app(
             yield
 
     app = service_app(
-        "mesh",
+        SERVICE,
         "DataMesh federation (the mesh)",
         "Cross-domain metrics computed from the domains' published data products only (the "
         "mesh never connects to a domain database). Each metric reads like a domain product: "
@@ -186,7 +186,7 @@ def create_app(
     for metric in METRICS:
         add_read_routes(
             router,
-            "mesh",
+            SERVICE,
             metric.product,
             _metric_handler(metric, registry, mesh_settings),
             origin="computed by the mesh from "

@@ -22,6 +22,7 @@ from services.federation.resilience import (
     RetryableStatus,
     retryable,
 )
+from services.federation.settings import SERVICE as MESH
 from services.federation.settings import FederationSettings
 from shared.errors import GatewayTimeout, Problem, ServiceUnavailable
 from shared.security.auth import (
@@ -29,6 +30,7 @@ from shared.security.auth import (
     AuthSettings,
     mint_token,
 )
+from shared.telemetry import metrics
 
 _ARROW = "application/vnd.apache.arrow.stream"
 
@@ -171,11 +173,16 @@ class DomainRegistry:
         read on behalf of `caller` (the end user's token subject)."""
         params: list[tuple[str, str]] = [("select", ",".join(source.columns)), *source.filters]
         params.extend(_period_filters(source, period))
+        began = time.perf_counter()
         path = await self.product_path(source.domain, source.product, caller)
         response = await self._request(
             source.domain, source.product, path, params, _ARROW, caller=caller
         )
-        return _arrow_table(source, response)
+        table = _arrow_table(source, response)
+        metrics.MESH_FETCH_DURATION.labels(MESH, source.domain, source.product).observe(
+            time.perf_counter() - began
+        )
+        return table
 
     async def fetch_all(
         self, inputs: tuple[Input, ...], period: Period, *, caller: str | None = None
@@ -227,11 +234,26 @@ class DomainRegistry:
             raise ServiceUnavailable(
                 f"No base URL is registered for the {domain} domain (MESH_DOMAINS).", domain=domain
             )
-        settings = self.settings
-        attempts = settings.retry_attempts if method in IDEMPOTENT_METHODS else 1
         headers = {"Accept": accept, **self.token.header()}
         if caller is not None:
             headers[ON_BEHALF_OF] = caller
+        try:
+            return await self._retried(domain, product, method, base + path, params, headers)
+        except Problem as failure:
+            metrics.MESH_FETCH_FAILURES.labels(MESH, domain, failure.code).inc()
+            raise
+
+    async def _retried(
+        self,
+        domain: str,
+        product: str,
+        method: str,
+        url: str,
+        params: Sequence[tuple[str, str]],
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        settings = self.settings
+        attempts = settings.retry_attempts if method in IDEMPOTENT_METHODS else 1
         try:
             async for attempt in stamina.retry_context(
                 on=retryable,
@@ -241,10 +263,10 @@ class DomainRegistry:
                 wait_max=settings.retry_max_seconds,
                 wait_jitter=settings.retry_jitter_seconds,
             ):
+                if attempt.num > 1:
+                    metrics.MESH_FETCH_RETRIES.labels(MESH, domain).inc()
                 with attempt:
-                    return await self._attempt(
-                        domain, product, method, base + path, params, headers
-                    )
+                    return await self._attempt(domain, product, method, url, params, headers)
         except httpx.TimeoutException:
             raise GatewayTimeout(
                 f"The {domain} domain did not answer for '{product}' within "

@@ -11,7 +11,9 @@ from enum import StrEnum
 
 import httpx
 
+from services.federation.settings import SERVICE
 from shared.errors import ServiceUnavailable
+from shared.telemetry import metrics
 
 # the statuses of a domain worth another try: its gateway or itself is down or overloaded
 RETRYABLE_STATUSES = (502, 503, 504)
@@ -73,11 +75,21 @@ class CircuitBreaker:
         self.threshold = threshold
         self.cooldown = cooldown
         self._clock = clock
+        self._gauge = metrics.MESH_CIRCUIT_STATE.labels(SERVICE, domain)
         self.state = CircuitState.CLOSED
         self.failures = 0
         self.last_failure = ""
         self._opened_at = 0.0
         self._probing = False
+
+    @property
+    def state(self) -> CircuitState:
+        return self._state
+
+    @state.setter
+    def state(self, value: CircuitState) -> None:
+        self._state = value
+        self._gauge.set(metrics.CIRCUIT_STATES[value])
 
     def remaining(self) -> float:
         """Seconds of cool-down left (0 unless open)."""

@@ -9,6 +9,7 @@ from services import registered
 
 # the mesh's own policy, as a domain's is in its declaration: the port `datamesh up` serves it
 # on unless told otherwise, and the requests a caller may make per minute
+SERVICE = "mesh"  # the mesh's name: its paths (/mesh/...), its metrics' service label
 PORT = 8000
 RATE_LIMIT_PER_MINUTE = 600
 

@@ -28,7 +28,8 @@ def recency_columns(product: Product) -> list[str]:
     return list(dict.fromkeys(declared or timestamps))
 
 
-async def _measure(conn: asyncpg.Connection, product: Product) -> tuple[int, Any]:
+async def measure(conn: asyncpg.Connection, product: Product) -> tuple[int, Any]:
+    """The product's row count and the newest value of its recency columns (None if none)."""
     source = quote_ident(product.source)
     columns = recency_columns(product)
     # the newest value Python can hold: not PostgreSQL's infinity, nor a year beyond 9999
@@ -66,7 +67,7 @@ async def domain_metadata(
     read_scope = f"{domain.name}:read"
     freshness = await view_freshness(conn, domain) if has_views(domain) else None
     for product in domain.products:
-        row_count, newest = await _measure(conn, product)
+        row_count, newest = await measure(conn, product)
         tables[product.name] = {
             "kind": "table" if product.is_table else "view",
             "source": product.source,

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from shared.declarations.products import Domain
 from shared.errors import InvalidValue, LimitOutOfRange, NotFound, only_parameters
-from shared.governance.quality import latest_run, read_run, run_history, run_quality
+from shared.governance.quality import QualityRun, latest_run, read_run, run_history, run_quality
 from shared.openapi import problem
 from shared.schedule import every
 from shared.security.auth import require
@@ -24,6 +24,9 @@ _WHOLE_DIGITS = 9  # run ids, limits and offsets: at most 9 digits (well inside 
 _MAX_WHOLE = 10**_WHOLE_DIGITS - 1
 
 _log = logging.getLogger("datamesh.quality")
+
+
+AfterRun = Callable[[QualityRun], None] | None
 
 
 class NoQualityRun(NotFound):
@@ -117,9 +120,11 @@ def _whole_number(request: Request, name: str, default: int, maximum: int | None
     return value
 
 
-def quality_router(domain: Domain, database: Callable[[], Database]) -> APIRouter:
-    """POST and GET the domain's quality runs."""
-    routes = _QualityRoutes(domain, database)
+def quality_router(
+    domain: Domain, database: Callable[[], Database], after_run: AfterRun = None
+) -> APIRouter:
+    """POST and GET the domain's quality runs (`after_run` is told of each run made)."""
+    routes = _QualityRoutes(domain, database, after_run)
     router = APIRouter(tags=["quality"])
     base = routes.base
     router.add_api_route(
@@ -220,8 +225,8 @@ _RUN_ID_PARAMETER = {
 class _QualityRoutes:
     """The handlers of a domain's quality endpoints."""
 
-    def __init__(self, domain: Domain, database: Callable[[], Database]):
-        self.domain, self.database = domain, database
+    def __init__(self, domain: Domain, database: Callable[[], Database], after_run: AfterRun):
+        self.domain, self.database, self.after_run = domain, database, after_run
         self.base = f"/{domain.name}/v1/quality"
 
     async def create_run(self, request: Request) -> JSONResponse:
@@ -229,6 +234,8 @@ class _QualityRoutes:
         only_parameters(request)
         async with self.database().connection() as conn:
             run = await run_quality(conn, self.domain, trigger="manual")
+        if self.after_run is not None:
+            self.after_run(run)
         location = f"{self.base}/runs/{run.run_id}"
         return JSONResponse(run.document(), status_code=201, headers={"Location": location})
 
@@ -273,7 +280,7 @@ class _QualityRoutes:
 
 
 def quality_schedule(
-    domain: Domain, database: Database, interval_seconds: float
+    domain: Domain, database: Database, interval_seconds: float, after_run: AfterRun = None
 ) -> AbstractAsyncContextManager[None]:
     """While inside, run the domain's checks at start and every `interval_seconds` (0: never).
     A failed run is logged and the schedule goes on; leaving stops it cleanly."""
@@ -281,6 +288,8 @@ def quality_schedule(
     async def run() -> None:
         async with database.connection() as conn:
             done = await run_quality(conn, domain, trigger="schedule")
+        if after_run is not None:
+            after_run(done)
         tally = done.tally
         _log.info(
             "quality run %s of the %s domain: score %s, %s failed, %s errors",

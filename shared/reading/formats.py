@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -103,6 +103,10 @@ def negotiate(format_parameter: str | None, accept: str | None) -> Format:
     )
 
 
+# told the number of rows a stream sent, as they go (the access log and the metrics count them)
+Counted = Callable[[int], None] | None
+
+
 @dataclass(frozen=True)
 class Page:
     """One JSON page: rows as JSON texts, the keyset of the last row if more follow, the
@@ -121,7 +125,9 @@ class RowSource(Protocol):
 
     async def count(self, query: ReadQuery, count_mode: str) -> int: ...
 
-    def stream(self, query: ReadQuery, fmt: Format) -> AsyncGenerator[bytes, None]: ...
+    def stream(
+        self, query: ReadQuery, fmt: Format, counted: Counted = None
+    ) -> AsyncGenerator[bytes, None]: ...
 
 
 class _Chunks:

@@ -38,6 +38,7 @@ from shared.security.auth import principal_of
 from shared.security.pseudonym import PseudonymKey, PseudonymSettings
 from shared.settings import ServiceSettings
 from shared.storage.db import Database
+from shared.telemetry.metrics import ROWS_NOTE
 
 _COUNT_MODES = ("exact", "planned", "estimated")
 MASKED_COLUMNS = "Masked-Columns"  # the response header naming the columns read masked
@@ -154,7 +155,7 @@ async def respond(
         try:
             if count_mode:
                 headers["Content-Range"] = f"*/{await source.count(query, count_mode)}"
-            body = await _primed(source.stream(query, fmt))
+            body = await _primed(source.stream(query, fmt, _counting(request)))
         except BaseException:
             release()
             raise
@@ -186,6 +187,17 @@ async def respond(
 
 def _nothing() -> None:
     pass
+
+
+def _counting(request: Request) -> Callable[[int], None]:
+    """Note the rows a stream sends in the request's scope, for its access line and metrics."""
+    scope = request.scope
+    scope[ROWS_NOTE] = 0
+
+    def counted(rows: int) -> None:
+        scope[ROWS_NOTE] += rows
+
+    return counted
 
 
 def pii_scope(domain: Domain) -> str:

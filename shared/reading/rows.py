@@ -13,6 +13,7 @@ import orjson
 import pyarrow as pa
 
 from shared.reading.formats import (
+    Counted,
     Format,
     Page,
     arrow_schema,
@@ -103,13 +104,19 @@ async def _cursor_batches(
 
 
 async def json_batches(
-    conn: asyncpg.Connection, query: ReadQuery, batch_rows: int, pseudonym: PseudonymKey | None
+    conn: asyncpg.Connection,
+    query: ReadQuery,
+    batch_rows: int,
+    pseudonym: PseudonymKey | None,
+    counted: Counted = None,
 ) -> AsyncGenerator[list[str], None]:
     """Every row as JSON text, in batches, through a server-side cursor."""
     sql = SqlBuilder(pseudonym=pseudonym)
     statement, args = _select(sql, query, _json_row(sql, query), limit=query.limit)
     async with aclosing(_cursor_batches(conn, statement, args, batch_rows)) as batches:
         async for rows in batches:
+            if counted is not None:
+                counted(len(rows))
             yield [r[0] for r in rows]
 
 
@@ -119,18 +126,21 @@ async def csv_chunks(
     pseudonym: PseudonymKey | None,
     *,
     header: bool = True,
+    counted: Counted = None,
 ) -> AsyncGenerator[bytes, None]:
     """The rows as CSV (with a header line unless not `header`), straight from PostgreSQL's
-    COPY."""
+    COPY (whose status tells `counted` how many rows it sent)."""
     sql = SqlBuilder(pseudonym=pseudonym)
     statement, args = _select(sql, query, sql.outputs(query, as_text=True), limit=query.limit)
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
 
     async def _copy() -> None:
         try:
-            await conn.copy_from_query(
+            status = await conn.copy_from_query(
                 statement, *args, output=chunks.put, format="csv", header=header
             )
+            if counted is not None:
+                counted(int(status.rsplit(" ", 1)[-1]))  # "COPY <rows>"
         finally:
             await chunks.put(None)
 
@@ -146,7 +156,11 @@ async def csv_chunks(
 
 
 async def arrow_batches(
-    conn: asyncpg.Connection, query: ReadQuery, batch_rows: int, pseudonym: PseudonymKey | None
+    conn: asyncpg.Connection,
+    query: ReadQuery,
+    batch_rows: int,
+    pseudonym: PseudonymKey | None,
+    counted: Counted = None,
 ) -> AsyncGenerator[pa.RecordBatch, None]:
     """Every row as Arrow record batches of about `batch_rows` rows: PostgreSQL's COPY output
     parsed by Arrow's CSV reader with the declared types, so that no row becomes Python
@@ -155,7 +169,8 @@ async def arrow_batches(
     schema = arrow_schema(query.output_columns)
     block: list[bytes] = []
     lines = quotes = 0
-    async with aclosing(csv_chunks(conn, query, pseudonym, header=False)) as chunks:
+    copy = csv_chunks(conn, query, pseudonym, header=False, counted=counted)
+    async with aclosing(copy) as chunks:
         async for chunk in chunks:
             block.append(chunk)
             lines += chunk.count(b"\n")
@@ -233,19 +248,23 @@ class DatabaseRows:
         async with self.database.connection() as conn:
             return await count(conn, query, count_mode, self.settings.max_page_size, self.pseudonym)
 
-    async def stream(self, query: ReadQuery, fmt: Format) -> AsyncGenerator[bytes, None]:
+    async def stream(
+        self, query: ReadQuery, fmt: Format, counted: Counted = None
+    ) -> AsyncGenerator[bytes, None]:
         """Every matching row in a streaming format, read in batches."""
         batch = self.settings.stream_batch_rows
         # every generator is closed explicitly, innermost last, so that a client that goes
         # away ends the cursor's transaction before the connection returns to the pool
         async with self.database.connection() as conn:
             if fmt is Format.CSV:
-                async with aclosing(csv_chunks(conn, query, self.pseudonym)) as chunks:
+                async with aclosing(
+                    csv_chunks(conn, query, self.pseudonym, counted=counted)
+                ) as chunks:
                     async for chunk in chunks:
                         yield chunk
             elif fmt is Format.NDJSON:
                 async with (
-                    aclosing(json_batches(conn, query, batch, self.pseudonym)) as lines,
+                    aclosing(json_batches(conn, query, batch, self.pseudonym, counted)) as lines,
                     aclosing(encode_ndjson(lines)) as chunks,
                 ):
                     async for chunk in chunks:
@@ -253,7 +272,7 @@ class DatabaseRows:
             else:
                 encode = encode_arrow if fmt is Format.ARROW else encode_parquet
                 async with (
-                    aclosing(arrow_batches(conn, query, batch, self.pseudonym)) as batches,
+                    aclosing(arrow_batches(conn, query, batch, self.pseudonym, counted)) as batches,
                     aclosing(encode(arrow_schema(query.output_columns), batches)) as chunks,
                 ):
                     async for chunk in chunks:

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from shared.declarations.products import Column
 from shared.errors import InvalidValue
-from shared.reading.formats import Format, Page, arrow_schema, encode_arrow, encode_parquet
+from shared.reading.formats import Counted, Format, Page, arrow_schema, encode_arrow, encode_parquet
 from shared.reading.query import ReadQuery, SqlBuilder, order_by
 from shared.sql import quote_ident
 
@@ -117,9 +117,13 @@ class TableRows:
         """The number of matching rows (always exact: the table is in memory)."""
         return self._count(query, before_cursor=False)
 
-    async def stream(self, query: ReadQuery, fmt: Format) -> AsyncGenerator[bytes, None]:
+    async def stream(
+        self, query: ReadQuery, fmt: Format, counted: Counted = None
+    ) -> AsyncGenerator[bytes, None]:
         """Every matching row in a streaming format."""
         table = self._select(query, limit=query.limit)
+        if counted is not None:
+            counted(table.num_rows)
         if fmt is Format.CSV:
             yield _csv(query.columns, table)
         elif fmt is Format.NDJSON:

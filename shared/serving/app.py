@@ -7,22 +7,24 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from shared.declarations.products import Domain
 from shared.errors import ServiceUnavailable, install_problem_handlers
 from shared.governance.contracts import contract_router
 from shared.governance.metadata import metadata_router
-from shared.governance.quality import latest_scores
+from shared.governance.quality import QualityRun, latest_scores
 from shared.governance.quality_routes import quality_router, quality_schedule
+from shared.governance.readings import quality_reading, state_reader
 from shared.openapi import document_service_responses, problem
 from shared.reading.routes import ProductReader, product_router
 from shared.security.auth import AuthSettings, TokenVerifier, require
 from shared.serving.docs import install_docs
-from shared.serving.hygiene import install_hygiene
+from shared.serving.hygiene import METRICS_PATH, install_hygiene
 from shared.settings import ServiceSettings, database_url_for
 from shared.storage.db import Database
 from shared.storage.views import view_refresher
+from shared.telemetry.metrics import CONTENT_TYPE, ProductStates, exposition
 from shared.writing.routes import write_router
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -70,6 +72,14 @@ def service_app(
     )
     document_service_responses(app)
 
+    if (settings or ServiceSettings()).metrics_enabled:
+
+        @app.get(METRICS_PATH, include_in_schema=False)
+        async def prometheus_metrics() -> Response:
+            """Prometheus metrics of the service (docs/observability.md): open, like healthz."""
+            states = getattr(app.state, "product_states", None)
+            return Response(exposition(states), media_type=CONTENT_TYPE)
+
     @app.get(f"/{name}/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
         """The process is alive."""
@@ -87,6 +97,10 @@ def create_domain_app(
 ) -> FastAPI:
     """The HTTP service of one domain, serving every declared product from its database."""
     settings = settings or ServiceSettings()
+    states = ProductStates(domain.name)
+
+    def after_run(run: QualityRun) -> None:
+        states.quality = quality_reading(run)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,9 +114,11 @@ def create_domain_app(
         try:
             # a server that could lose acknowledged writes: the service refuses to start
             await app.state.database.verify_durability()
+            database = app.state.database
             async with (
-                quality_schedule(domain, app.state.database, settings.quality_interval_seconds),
-                view_refresher(domain, app.state.database, settings.view_refresh_seconds),
+                quality_schedule(domain, database, settings.quality_interval_seconds, after_run),
+                view_refresher(domain, database, settings.view_refresh_seconds),
+                state_reader(domain, database, states, settings.metrics_state_seconds),
             ):
                 yield
         finally:
@@ -118,6 +134,8 @@ def create_domain_app(
         auth=auth,
         settings=settings,
     )
+
+    app.state.product_states = states
 
     def database() -> Database:
         database: Database = app.state.database
@@ -142,7 +160,7 @@ def create_domain_app(
     # ends with a catch-all that answers unknown products
     readers = [Depends(require(f"{domain.name}:read"))]
     app.include_router(contract_router(domain, settings.public_url), dependencies=readers)
-    app.include_router(quality_router(domain, database), dependencies=readers)
+    app.include_router(quality_router(domain, database, after_run), dependencies=readers)
     app.include_router(metadata_router(domain, database, latest_scores), dependencies=readers)
     reader = ProductReader(domain, database, settings)
     # writes need the write scope besides the read one (shared.writing.routes)

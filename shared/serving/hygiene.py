@@ -27,9 +27,11 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import Problem, problem_response
+from shared.errors import PROBLEM_CODE, Problem, problem_response
+from shared.reading.formats import MEDIA_TYPES
 from shared.security.auth import Principal, TokenVerifier, caller_of, verified_principal
 from shared.settings import ServiceSettings
+from shared.telemetry import metrics
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=63072000; includeSubDomains"
@@ -60,7 +62,9 @@ _CONTENT_RANGE = re.compile(r"(\d+)-(\d+)/")
 
 _CALLER = "datamesh.rate_limited_caller"
 _ON_BEHALF_OF = "datamesh.on_behalf_of"
-ROWS = "datamesh.rows"  # a handler may note the rows it answers here, in the request's scope
+METRICS_PATH = "/metrics"
+# a response's media type -> the format label of its rows and bytes
+_FORMATS = {media.split(";")[0]: str(name) for name, media in MEDIA_TYPES.items()}
 
 access_log = logging.getLogger("datamesh.access")
 
@@ -122,7 +126,7 @@ def install_hygiene(
         max_body_bytes=settings.max_body_bytes,
         mesh_subjects=frozenset(settings.mesh_subjects),
         body_timeout=settings.body_timeout_seconds,
-        unlimited_paths=(f"/{service}/healthz", f"/{service}/readyz"),
+        unlimited_paths=(f"/{service}/healthz", f"/{service}/readyz", METRICS_PATH),
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -140,7 +144,7 @@ def install_hygiene(
             allow_credentials=False,  # bearer tokens, never cookies
             max_age=600,
         )
-    app.add_middleware(ResponseHygiene, service=service)
+    app.add_middleware(ResponseHygiene, service=service, measured=settings.metrics_enabled)
     _log_to_stdout()
 
 
@@ -312,9 +316,10 @@ class ResponseHygiene:
     per request. An error no handler took still gets its problem+json 500 with the headers
     here; the exception goes on to the app's error handler, which logs it."""
 
-    def __init__(self, app: ASGIApp, *, service: str):
+    def __init__(self, app: ASGIApp, *, service: str, measured: bool = True):
         self.app = app
         self.service = service
+        self.measured = measured
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -330,9 +335,11 @@ class ResponseHygiene:
                 await problem_response(problem, Request(scope))(scope, receive, response.send)
             raise
         finally:
-            duration_ms = (time.perf_counter() - began) * 1000
-            entry = _access_entry(self.service, scope, response, duration_ms)
+            seconds = time.perf_counter() - began
+            entry = _access_entry(self.service, scope, response, seconds * 1000)
             access_log.info(json.dumps(entry, separators=(",", ":")), extra={"access": entry})
+            if self.measured:
+                _measure(self.service, scope, response, seconds, entry)
 
 
 class _ResponseSeen:
@@ -517,16 +524,54 @@ def _product(scope: Scope) -> str | None:
 
 
 def _rows(scope: Scope, response: _ResponseSeen) -> int | None:
-    """Rows in the answer when known: as a handler noted them (`scope[ROWS]`), or from a JSON
+    """Rows in the answer when known: as a handler noted them (`scope[metrics.ROWS_NOTE]`), or from a JSON
     page's Content-Range."""
-    if isinstance(scope.get(ROWS), int):
-        return int(scope[ROWS])
+    if isinstance(scope.get(metrics.ROWS_NOTE), int):
+        return int(scope[metrics.ROWS_NOTE])
     if not response.headers.get("content-type", "").startswith("application/json"):
         return None
     span = response.headers.get("content-range", "")
     if match := _CONTENT_RANGE.match(span):
         return int(match.group(2)) - int(match.group(1)) + 1
     return 0 if span.startswith("*/") else None
+
+
+def _measure(
+    service: str, scope: Scope, response: _ResponseSeen, seconds: float, entry: dict[str, Any]
+) -> None:
+    """Count the request in the service's metrics: by route template (never the raw path),
+    rows and bytes by product and format for reads, writes by outcome."""
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    method, status = scope["method"], response.status
+    metrics.HTTP_REQUESTS.labels(service, template, method, str(status)).inc()
+    metrics.HTTP_DURATION.labels(service, template, method).observe(seconds)
+    product = entry["product"]
+    if product is None or status >= 400 or not status:
+        if product is not None and status >= 400 and _is_write(route):
+            reason = str(scope.get(PROBLEM_CODE) or status)
+            metrics.WRITES.labels(service, product, _operation(route), "refused").inc()
+            metrics.WRITE_REFUSALS.labels(service, product, reason).inc()
+        return
+    if _is_write(route):
+        replayed = response.headers.get("idempotent-replayed") == "true"
+        outcome = "replayed" if replayed else "accepted"
+        metrics.WRITES.labels(service, product, _operation(route), outcome).inc()
+    elif method in ("GET", "HEAD"):
+        media = response.headers.get("content-type", "").split(";")[0].strip()
+        kind = _FORMATS.get(media)
+        if kind is not None:
+            metrics.ROWS_SERVED.labels(service, product, kind).inc(entry["rows"] or 0)
+            metrics.BYTES_SERVED.labels(service, product, kind).inc(entry["bytes"])
+
+
+def _is_write(route: Any) -> bool:
+    return "x-write" in (getattr(route, "openapi_extra", None) or {})
+
+
+def _operation(route: Any) -> str:
+    """A write route's operation, the first word of its name (`create_orders`: create)."""
+    return str(getattr(route, "name", "") or "write").split("_")[0]
 
 
 class _Stdout(logging.StreamHandler[Any]):

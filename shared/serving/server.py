@@ -18,7 +18,8 @@ lacks (docs/security.md, "Connections").
   address its rate limit counts against.
 
 `datamesh up`, the containers and the tests all serve through `server_config`; from a shell,
-`python -m shared.serving.server services.<domain>.app:app --host 127.0.0.1 --port <port>`.
+`python -m shared.serving.server services.<domain>.app:app --host 127.0.0.1 --port <port>`
+(`--workers N`: N processes sharing the port, serve_workers).
 """
 
 from __future__ import annotations
@@ -26,16 +27,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections import Counter
 from typing import Any, cast
 
 import h11
 import orjson
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from shared.errors import PROBLEM_JSON
 from shared.settings import ServiceSettings
+from shared.telemetry.metrics import MULTIPROCESS_DIR
 
 
 def _problem(status: int, reason: str, code: str, title: str, detail: str) -> bytes:
@@ -260,17 +271,92 @@ def server_config(
     return uvicorn.Config(app, **(defaults | options))
 
 
+def serve_workers(app: str, *, host: str, port: int, workers: int) -> int:
+    """Serve `app` from `workers` processes sharing one listening socket: this process binds
+    it, starts the workers (each `python -m shared.serving.server <app> --fd N`, the app
+    imported and its lifespan run in each), restarts one that dies, and on SIGTERM or SIGINT
+    stops them all, each with its graceful shutdown. The workers keep their metrics in a
+    directory of this run (prometheus-client's multiprocess mode), so that a scrape answered
+    by any of them counts all of them. The exit status: 0, or a worker's failure at start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    metrics_dir = tempfile.mkdtemp(prefix="datamesh-metrics-")
+    env = {**os.environ, MULTIPROCESS_DIR: metrics_dir}
+    command = [sys.executable, "-m", "shared.serving.server", app, "--fd", str(listener.fileno())]
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, env=env, pass_fds=[listener.fileno()])
+
+    running = [start() for _ in range(workers)]
+    started = time.monotonic()
+    status = 0
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for n, worker in enumerate(running):
+                code = worker.poll()
+                if code is None or stopping:
+                    continue
+                mark_process_dead(worker.pid)
+                if time.monotonic() - started < 10:  # it failed at start: so will the others
+                    status, stopping = code or 1, True
+                    break
+                running[n] = start()
+    finally:
+        for worker in running:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in running:
+            try:
+                worker.wait(timeout=ServiceSettings().shutdown_grace_seconds + 5)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        listener.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return status
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m shared.serving.server <module:app> --host H --port P`: serve one service."""
+    """`python -m shared.serving.server <module:app> --host H --port P [--workers N]`: serve one
+    service."""
     parser = argparse.ArgumentParser(
         prog="python -m shared.serving.server", description=main.__doc__
     )
     parser.add_argument("app", help="the app to serve, e.g. services.<domain>.app:app")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the port (default 1)"
+    )
+    parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
     arguments = parser.parse_args(argv)
-    config = server_config(arguments.app, host=arguments.host, port=arguments.port)
-    uvicorn.Server(config).run()
+    if arguments.workers < 1:
+        parser.error("--workers must be at least 1")
+    if arguments.fd is not None:
+        config = server_config(arguments.app)
+        uvicorn.Server(config).run(sockets=[socket.socket(fileno=arguments.fd)])
+    elif arguments.workers > 1:
+        sys.exit(
+            serve_workers(
+                arguments.app, host=arguments.host, port=arguments.port, workers=arguments.workers
+            )
+        )
+    else:
+        config = server_config(arguments.app, host=arguments.host, port=arguments.port)
+        uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

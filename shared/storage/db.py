@@ -19,12 +19,14 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 import asyncpg
+import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shared.errors import GatewayTimeout, ServiceUnavailable
 from shared.settings import ServiceSettings, asyncpg_url
 from shared.storage.migrations import at_every_head, head_revisions
 from shared.storage.view_schema import REFRESH_FUNCTION
+from shared.telemetry import metrics
 
 _log = logging.getLogger("datamesh")
 
@@ -82,6 +84,8 @@ class Database:
         self.settings = settings
         # whether the server's durability settings were checked since the last failure
         self._durable = False
+        self._in_use = metrics.DB_POOL_IN_USE.labels(domain)
+        metrics.DB_POOL_SIZE.labels(domain).inc(settings.pool_size)
         timeout = settings.pool_timeout_seconds
         statement_timeout = settings.statement_timeout_ms / 1000
         self.engine: AsyncEngine = create_async_engine(
@@ -120,6 +124,7 @@ class Database:
             yield driver
         except asyncpg.QueryCanceledError:
             # rolled back by the transaction it ran in, if any: the connection stays healthy
+            metrics.DB_STATEMENT_TIMEOUTS.labels(self.domain).inc()
             raise StatementTimeout(
                 f"The {self.domain} database cancelled the statement: it ran longer than the "
                 f"statement timeout ({self.settings.statement_timeout_ms} ms). Narrow the read "
@@ -144,10 +149,19 @@ class Database:
         deadline = time.monotonic() + budget
         failure: BaseException | None = None
         for _ in range(self.settings.pool_size + 1):
+            if self.engine.pool.checkedout() >= self.settings.pool_size:  # type: ignore[attr-defined]
+                metrics.DB_POOL_WAITS.labels(self.domain).inc()
             try:
                 conn = await self.engine.connect()
-                driver = await _driver(conn)
             except Exception as exc:  # refused, timed out, pool exhausted, bad password, ...
+                if isinstance(exc, sqlalchemy.exc.TimeoutError):
+                    metrics.DB_POOL_TIMEOUTS.labels(self.domain).inc()
+                raise self._unavailable(exc) from None
+            self._in_use.inc()
+            try:
+                driver = await _driver(conn)
+            except Exception as exc:
+                self._in_use.dec()
                 raise self._unavailable(exc) from None
             try:
                 # the ping waits up to the time left, and at least a second
@@ -178,6 +192,7 @@ class Database:
         self, conn: AsyncConnection, driver: asyncpg.Connection, *, broken: bool
     ) -> None:
         """Give a connection back to the pool, or close it for good if it is broken."""
+        self._in_use.dec()
         with anyio.CancelScope(shield=True):
             if broken or driver.is_closed():
                 driver.terminate()  # at once: a graceful close would wait on the server
@@ -261,6 +276,7 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
+        metrics.DB_POOL_SIZE.labels(self.domain).dec(self.settings.pool_size)
         await self.engine.dispose()
 
 
