@@ -1,8 +1,9 @@
-# One image for every DataMesh service; docker-compose.yml picks the command. The `jupyter`
-# stage adds the notebooks' libraries and the notebooks (docker-compose.yml's `jupyter` service).
+# One image for every DataMesh service; docker-compose.yml (written by `datamesh generate`) picks
+# the command. The `jupyter` stage adds the notebooks' libraries and the notebooks
+# (docker-compose.yml's `jupyter` service). No alembic.ini: `datamesh` migrates without one.
 FROM python:3.11-slim AS base
 WORKDIR /app
-COPY pyproject.toml constraints.txt README.md alembic.ini ./
+COPY pyproject.toml constraints.txt README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY migrations ./migrations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import inspect
+import json
 import os
 import signal
 import socket
@@ -561,6 +562,15 @@ async def _run_quality(checked: Domain, url: str) -> QualityRun:
         await conn.close()
 
 
+def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """The rows as lines of left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
 def _print_run(name: str, run: QualityRun) -> None:
     tally = run.tally
     typer.echo(
@@ -579,10 +589,8 @@ def _print_run(name: str, run: QualityRun) -> None:
         for r in run.results
     ]
     header = ("product", "check", "severity", "outcome", "measured", "threshold")
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    for row in (header, *rows):
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        typer.echo(("  " + "  ".join(cells)).rstrip())
+    for line in _aligned([header, *rows]):
+        typer.echo(f"  {line}")
 
 
 def junit_report(runs: dict[str, QualityRun]) -> ET.ElementTree:
@@ -667,24 +675,73 @@ def quality(
 
 @cli.command()
 def generate(
-    check: Annotated[
-        bool, typer.Option("--check", help="Write nothing; exit 1 if a file is out of date.")
-    ] = False,
-    root: Annotated[Path, typer.Option(help="The repository's root directory.")] = Path("."),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="The folder to write them to (default: the project's root, found from the "
+            "current folder upwards; alembic.ini reads migrations/ next to it)."
+        ),
+    ] = None,
 ) -> None:
-    """Write the files that list every domain (docker-compose.yml, .env.example, alembic.ini)
-    from the registered domains' declarations; run it after registering a domain."""
+    """Write the deployment files that list every domain (docker-compose.yml, .env.example,
+    alembic.ini) from the registered domains' declarations. They are build outputs, not
+    committed: run it before `docker compose up` or `alembic`, and after registering a domain."""
+    if out is None:
+        try:
+            out = scaffold.find_root(Path.cwd())
+        except scaffold.Refused as refused:
+            typer.echo(f"Error: {refused}, or give --out", err=True)
+            raise typer.Exit(2) from None
+    out.mkdir(parents=True, exist_ok=True)
     files = generated(registered(), {name: package(name) for name in DOMAINS})
-    out_of_date = stale(root, files)
-    if check:
-        if out_of_date:
-            typer.echo(f"Out of date: {', '.join(out_of_date)}; run `datamesh generate`.", err=True)
-            raise typer.Exit(1)
-        typer.echo("Every generated file is up to date.")
+    changed = stale(out, files)
+    for path, content in files.items():
+        if path in changed:
+            (out / path).write_text(content)
+        typer.echo(f"{'wrote' if path in changed else 'up to date:'} {out / path}")
+
+
+def docs_url(declared: Domain) -> str:
+    """A domain's docs page (Swagger UI) at its default port on this machine."""
+    return f"http://127.0.0.1:{declared.port}/{declared.name}/docs"
+
+
+@cli.command("domains")
+def list_domains(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON array of the domains, one object each.")
+    ] = False,
+) -> None:
+    """List the registered domains, in the order of their ports: name, owner, data
+    classification, default port, docs URL at that port, and products."""
+    if as_json:
+        listed = [
+            {
+                "name": d.name,
+                "owner": d.owner,
+                "classification": d.data_classification,
+                "port": d.port,
+                "docs": docs_url(d),
+                "products": [p.name for p in d.products],
+            }
+            for d in registered()
+        ]
+        typer.echo(json.dumps(listed, indent=2))
         return
-    for path in out_of_date:
-        (root / path).write_text(files[path])
-        typer.echo(f"wrote {path}")
+    header = ("domain", "owner", "classification", "port", "docs", "products")
+    rows = [
+        (
+            d.name,
+            d.owner,
+            d.data_classification,
+            str(d.port),
+            docs_url(d),
+            ", ".join(p.name for p in d.products),
+        )
+        for d in registered()
+    ]
+    for line in _aligned([header, *rows]):
+        typer.echo(line)
 
 
 domain_cli = typer.Typer(help="Create a domain.", no_args_is_help=True)
@@ -712,13 +769,13 @@ def new_domain(
     install: Annotated[
         bool,
         typer.Option(
-            help="Install the registration into this environment and regenerate the files that "
-            "list every domain (only where it is an editable install of this checkout)."
+            help="Install the registration into this environment (only where it is an editable "
+            "install of this checkout)."
         ),
     ] = True,
 ) -> None:
-    """Write a new domain (services/NAME/, migrations/NAME/, its line in pyproject.toml) with
-    an example table and view, then install it and run `datamesh generate`."""
+    """Write a new domain (services/NAME/ with its README.md page, migrations/NAME/, its line
+    in pyproject.toml) with an example table and view, then install the registration."""
     try:
         root = scaffold.find_root(Path.cwd())
     except scaffold.Refused as refused:
@@ -748,22 +805,17 @@ def new_domain(
         typer.echo(f"wrote {path}" if path.name != "pyproject.toml" else f"registered in {path}")
     if not install or scaffold.editable_root() != root:
         typer.echo(
-            f"\nNot installed: install the project again (`pip install --editable {root}`), "
-            "then run `datamesh generate`."
+            f"\nNot installed: install the project again (`pip install --editable {root}`; "
+            "`make up` does it)."
         )
     else:
-        _install_and_generate(root)
-    typer.echo(
-        f"\nOnce installed, `datamesh up` serves {name} on port {new.port}. Next: edit "
-        f"services/{name}/products.py and migrations/{name}/versions/, and add to the docs "
-        f"(tests/test_docs.py checks them):\n"
-    )
+        _install(root)
+    typer.echo("")
     typer.echo(scaffold.next_steps(new))
 
 
-def _install_and_generate(root: Path) -> None:
-    """Reinstall the project (entry points are read from installed metadata), then write the
-    generated files in a new process, which reads the new registration."""
+def _install(root: Path) -> None:
+    """Reinstall the project: entry points are read from the installed metadata."""
     typer.echo(f"installing {root} (pip install --no-deps --editable) ...")
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--editable", str(root)],
@@ -773,18 +825,9 @@ def _install_and_generate(root: Path) -> None:
     if done.returncode != 0:
         typer.echo(
             f"{done.stdout}{done.stderr}\nThe files are written but the install failed: install "
-            "the project again by hand, then run `datamesh generate`.",
+            "the project again by hand (`make up` does it).",
             err=True,
         )
-        raise typer.Exit(1)
-    generated_now = subprocess.run(
-        [sys.executable, "-m", "services.cli", "generate", "--root", str(root)],
-        capture_output=True,
-        text=True,
-    )
-    typer.echo(generated_now.stdout.rstrip())
-    if generated_now.returncode != 0:
-        typer.echo(generated_now.stderr, err=True)
         raise typer.Exit(1)
 
 
@@ -793,5 +836,5 @@ def main() -> None:
     cli()
 
 
-if __name__ == "__main__":  # `python -m services.cli`: a fresh process (see new_domain)
+if __name__ == "__main__":  # `python -m services.cli`
     main()

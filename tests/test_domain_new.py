@@ -1,9 +1,12 @@
-"""`datamesh domain new NAME`: a new domain is its folder, its migration tree and one
-registration line; the scaffold refuses bad input before writing anything, writes code that
-passes the linters as generated, and `datamesh up` serves the domain right after."""
+"""`datamesh domain new NAME`: a new domain is its folder (with its page, README.md), its
+migration tree and one registration line, and nothing else in the project changes (git says
+so); the scaffold refuses bad input before writing anything, writes code that passes the
+linters and a page that passes the docs check as generated, and `datamesh up` serves the domain
+right after."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -19,8 +22,9 @@ from typer.testing import CliRunner, Result
 
 from services import DOMAINS, domain, scaffold
 from services.cli import cli, default_ports
+from services.generated import GENERATORS
 from shared.storage.embedded import free_port
-from tests.checkout import copy_project
+from tests.checkout import commit_all, copy_project, git
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -31,6 +35,7 @@ GENERATED = [
     "services/finance/scale.py",
     "services/finance/writes.py",
     "services/finance/app.py",
+    "services/finance/README.md",
     "migrations/finance/__init__.py",
     "migrations/finance/env.py",
     "migrations/finance/script.py.mako",
@@ -39,7 +44,23 @@ GENERATED = [
 
 
 def snapshot(tree: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(tree)): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(tree)): p.read_bytes()
+        for p in tree.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(tree).parts
+    }
+
+
+# what `git status --porcelain` lists after `datamesh domain new finance`, sorted: the one
+# changed file, pyproject.toml (whose diff is one added line), and the domain's two new folders
+STATUS = [" M pyproject.toml", "?? migrations/finance/", "?? services/finance/"]
+
+
+def changes(tree: Path) -> tuple[list[str], str]:
+    """What git says changed in the tree: `git status --porcelain`, sorted, and the lines added
+    and removed in tracked files (`git diff --numstat`)."""
+    status = sorted(git(tree, "status", "--porcelain").splitlines())
+    return status, git(tree, "diff", "--numstat")
 
 
 def new_domain(cwd: Path, *args: str) -> Result:
@@ -147,9 +168,9 @@ def test_the_default_port_is_the_next_free_one_after_the_highest() -> None:
 
 @pytest.fixture(scope="module")
 def scaffolded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A copy of the project with `finance` scaffolded into it (not installed), and the
-    command's output."""
-    copy = copy_project(tmp_path_factory.mktemp("scaffolded"))
+    """A copy of the project, a git repository of its own, with `finance` scaffolded into it
+    (not installed), and the command's output."""
+    copy = commit_all(copy_project(tmp_path_factory.mktemp("scaffolded")))
     done = new_domain(copy, "finance", "--owner", "ledger@company.com")
     assert done.exit_code == 0, done.output
     return copy, done.stdout
@@ -178,8 +199,22 @@ def test_new_writes_the_package_the_tree_and_one_registration_line(
     assert '    owner="ledger@company.com",\n' in products
     assert '    data_classification="internal",\n' in products
     assert "{{" not in "".join((copy / name).read_text() for name in GENERATED)
-    assert f"| finance   | http://127.0.0.1:{next_port}/finance/ " in printed
-    assert "| `finance_analyst`" in printed
+    assert "\nNext:\n  make up " in printed
+    assert f"http://127.0.0.1:{next_port}/finance/docs\n" in printed
+    assert "  .venv/bin/datamesh generate " in printed
+    # nothing to paste elsewhere: no README rows, no docs/ section
+    assert "| `finance_analyst`" not in printed and "docs/" not in printed
+
+
+def test_git_sees_the_new_folders_and_one_registration_line(
+    scaffolded: tuple[Path, str],
+) -> None:
+    copy, _ = scaffolded
+    assert changes(copy) == (STATUS, "1\t0\tpyproject.toml\n")
+    assert git(copy, "diff", "--unified=0", "pyproject.toml").splitlines()[-1] == (
+        '+finance = "services.finance"'
+    )
+    assert not any((copy / name).exists() for name in GENERATORS)
 
 
 @pytest.mark.slow
@@ -216,7 +251,7 @@ def _wait_for(process: subprocess.Popen[str], text: str, timeout: float) -> str:
 def test_a_new_domain_is_served_by_datamesh_up_right_after(tmp_path: Path) -> None:
     """Scaffold finance into a copy installed into a fresh environment (which reuses this
     one's packages), then `datamesh up` serves it, with the other domains and the mesh."""
-    source = copy_project(tmp_path / "source")
+    source = commit_all(copy_project(tmp_path / "source"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python, datamesh = venv / "bin" / "python", venv / "bin" / "datamesh"
@@ -236,9 +271,10 @@ def test_a_new_domain_is_served_by_datamesh_up_right_after(tmp_path: Path) -> No
         timeout=300,
     )
     assert scaffolded.returncode == 0, scaffolded.stdout + scaffolded.stderr
-    assert "wrote docker-compose.yml" in scaffolded.stdout
-    check = [str(datamesh), "generate", "--check", "--root", str(source)]
-    assert subprocess.run(check, capture_output=True, timeout=60).returncode == 0
+    assert f"installing {source}" in scaffolded.stdout
+    # installed, and still only the domain's folders and its line changed
+    assert changes(source) == (STATUS, "1\t0\tpyproject.toml\n")
+    assert not any((source / name).exists() for name in GENERATORS)
 
     data = tmp_path / "data"
     ports = {name: free_port() for name in ("mesh", *DOMAINS, "finance")}
@@ -334,28 +370,27 @@ def test_a_new_domain_is_served_by_datamesh_up_right_after(tmp_path: Path) -> No
         up.stdout.close()
 
 
-def test_the_printed_docs_are_what_the_docs_tests_look_for(scaffolded: tuple[Path, str]) -> None:
-    copy, printed = scaffolded
-    # the copy's own declarations (its folder first on the path), as tests/test_docs.py reads them
-    expected = subprocess.run(
+def test_the_new_domains_page_passes_the_docs_check(scaffolded: tuple[Path, str]) -> None:
+    """services/finance/README.md says what tests/test_docs.py and tests/test_quality.py ask of
+    a registered domain's page, read from the copy's own declaration."""
+    copy, _ = scaffolded
+    checked = subprocess.run(
         [
             sys.executable,
             "-c",
-            "from services.finance.products import DOMAIN as d\n"
-            "print(f'| {d.name:<9} | http://127.0.0.1:{d.port}/{d.name}/ ')\n"
-            "print(f'| `{d.name}_analyst`')\n"
-            "for p in d.products:\n"
-            "    print(f'| {d.name:<9} | `{p.name}`')\n"
-            "    print(f'### `{p.name}` (')\n"
-            "    print(p.definition or f'| {p.columns[0].name} | {p.columns[0].type}')\n"
-            "    for c in p.columns:\n"
-            "        print(f'| {c.name} | {c.type}')\n",
+            "import json, pathlib\n"
+            "from services.finance.products import DOMAIN\n"
+            "from tests.domain_docs import page_problems\n"
+            "page = pathlib.Path('services/finance/README.md').read_text()\n"
+            "print(json.dumps(page_problems(DOMAIN, page)))\n",
         ],
-        cwd=copy,
+        cwd=copy,  # the copy's folder first on the path: its services, its tests
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert expected.returncode == 0, expected.stderr
-    missing = [line for line in expected.stdout.splitlines() if line not in printed]
-    assert missing == []
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout) == []
+    page = (copy / "services/finance/README.md").read_text()
+    assert "| owner | ledger@company.com |" in page
+    assert f"| port | {max(default_ports().values()) + 1} |" in page

@@ -3,6 +3,8 @@ names no domain, and everything that lists the domains derives from the register
 
 from __future__ import annotations
 
+import configparser
+import json
 import os
 import re
 import subprocess
@@ -12,11 +14,13 @@ from pathlib import Path
 
 import jwt
 import pytest
+import yaml
+from typer.testing import CliRunner, Result
 
 import services
 from services import DOMAINS, cli
 from services.federation.settings import FederationSettings
-from services.generated import generated, stale
+from services.generated import GENERATORS, generated
 from shared.declarations.products import Domain
 from shared.security.auth import known_scopes
 from shared.serving.app import create_domain_app
@@ -26,6 +30,7 @@ from shared.storage import migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 DATAMESH = str(Path(sys.executable).parent / "datamesh")
+ALEMBIC = str(Path(sys.executable).parent / "alembic")
 # the framework: shared/, the mesh's machinery and the framework's migration branch; the mesh's
 # metric declarations name the products they read (and shared/serving/swagger_ui/ holds Swagger UI's own
 # files, vendored as published)
@@ -77,9 +82,170 @@ def test_the_domains_are_the_registered_ones_in_the_order_of_their_ports() -> No
     assert cli.default_ports() == {"sales": 8001, "marketing": 8002, "mesh": 8000}
 
 
-def test_the_generated_files_are_the_committed_ones() -> None:
-    files = generated(services.registered(), {name: services.package(name) for name in DOMAINS})
-    assert stale(ROOT, files) == [], "run `datamesh generate` and commit what it writes"
+def test_datamesh_domains_lists_the_registered_domains() -> None:
+    listed = CliRunner().invoke(cli.cli, ["domains"], env={"COLUMNS": "1000", "NO_COLOR": "1"})
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout == (
+        "domain     owner                       classification  port  docs                      "
+        "            products\n"
+        "sales      sales-team@company.com      confidential    8001  http://127.0.0.1:8001/sales/"
+        "docs      customers, products, orders, order-items, sales-summary, "
+        "customer-lifetime-value, product-performance\n"
+        "marketing  marketing-team@company.com  internal        8002  http://127.0.0.1:8002/"
+        "marketing/docs  campaigns, leads, campaign-metrics, website-traffic, "
+        "campaign-performance, lead-funnel\n"
+    )
+    as_json = CliRunner().invoke(cli.cli, ["domains", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == [
+        {
+            "name": "sales",
+            "owner": "sales-team@company.com",
+            "classification": "confidential",
+            "port": 8001,
+            "docs": "http://127.0.0.1:8001/sales/docs",
+            "products": [
+                *("customers", "products", "orders", "order-items", "sales-summary"),
+                *("customer-lifetime-value", "product-performance"),
+            ],
+        },
+        {
+            "name": "marketing",
+            "owner": "marketing-team@company.com",
+            "classification": "internal",
+            "port": 8002,
+            "docs": "http://127.0.0.1:8002/marketing/docs",
+            "products": [
+                *("campaigns", "leads", "campaign-metrics", "website-traffic"),
+                *("campaign-performance", "lead-funnel"),
+            ],
+        },
+    ]
+
+
+# --- the generated deployment files: build outputs of `datamesh generate`, not committed ------
+
+GENERATED = ("docker-compose.yml", ".env.example", "alembic.ini")
+
+
+def generate(*args: str) -> Result:
+    return CliRunner().invoke(cli.cli, ["generate", *args], env={"COLUMNS": "1000"})
+
+
+def test_the_generated_files_are_ignored_and_not_committed() -> None:
+    assert tuple(GENERATORS) == GENERATED
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", *GENERATED], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert tracked.stdout == ""
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *GENERATED], cwd=ROOT, capture_output=True, text=True
+    )
+    assert ignored.stdout.split() == list(GENERATED)
+
+
+def test_generate_writes_the_files_for_the_registered_domains(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    written = generate("--out", str(out))
+    assert written.exit_code == 0, written.output
+    assert written.stdout == "".join(f"wrote {out / name}\n" for name in GENERATED)
+    again = generate("--out", str(out))
+    assert again.stdout == "".join(f"up to date: {out / name}\n" for name in GENERATED)
+    packages = {name: services.package(name) for name in DOMAINS}
+    assert {name: (out / name).read_text() for name in GENERATED} == generated(
+        services.registered(), packages
+    )
+
+    compose = yaml.safe_load((out / "docker-compose.yml").read_text())
+    assert list(compose["services"]) == [
+        *("sales-db", "marketing-db", "migrate", "sales", "marketing", "mesh", "jupyter"),
+    ]
+    assert list(compose["volumes"]) == ["sales-data", "marketing-data", "jupyter-work"]
+    for d in services.registered():
+        upper = d.name.upper()
+        database = compose["services"][f"{d.name}-db"]
+        assert database["environment"] == {
+            "POSTGRES_DB": d.database,
+            "POSTGRES_USER": f"{d.name}_user",
+            "POSTGRES_PASSWORD": f"${{{upper}_DB_PASSWORD:?set {upper}_DB_PASSWORD in .env}}",
+        }
+        service = compose["services"][d.name]
+        assert service["command"] == [
+            *("python", "-m", "shared.serving.server", f"services.{d.name}.app:app"),
+            *("--host", "0.0.0.0", "--port", str(d.port)),
+        ]
+        assert service["ports"] == [f"{d.port}:{d.port}"]
+        assert service["environment"][f"{upper}_DATABASE_URL"] == (
+            f"postgresql://{d.name}_service:${{{upper}_SERVICE_DB_PASSWORD:?set "
+            f"{upper}_SERVICE_DB_PASSWORD in .env}}@{d.name}-db:5432/{d.database}"
+        )
+        assert compose["services"]["migrate"]["environment"][f"{upper}_MIGRATION_DATABASE_URL"] == (
+            f"postgresql://{d.name}_user:${{{upper}_DB_PASSWORD}}@{d.name}-db:5432/{d.database}"
+        )
+    mesh = compose["services"]["mesh"]
+    assert json.loads(mesh["environment"]["MESH_DOMAINS"]) == {
+        "sales": "http://sales:8001",
+        "marketing": "http://marketing:8002",
+    }
+    assert list(mesh["depends_on"]) == ["sales", "marketing"]
+
+    variables = [
+        line.partition("=")
+        for line in (out / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert variables == [
+        (name, "=", "")
+        for name in (
+            *("SALES_DB_PASSWORD", "MARKETING_DB_PASSWORD"),
+            *("SALES_SERVICE_DB_PASSWORD", "MARKETING_SERVICE_DB_PASSWORD"),
+            *("DATAMESH_JWT_SECRET", "DATAMESH_PSEUDONYM_SECRET", "DATAMESH_TOKEN"),
+        )
+    ]
+
+    ini = configparser.RawConfigParser()
+    ini.read(out / "alembic.ini")
+    assert ini.sections()[:2] == ["sales", "marketing"]
+    for name in DOMAINS:
+        assert dict(ini[name]) == {
+            "script_location": f"%(here)s/migrations/{name}",
+            "version_locations": (
+                f"\n%(here)s/migrations/{name}/versions\n%(here)s/migrations/framework/versions"
+            ),
+            "path_separator": "newline",
+        }
+
+
+def test_the_generated_alembic_ini_drives_the_alembic_command(tmp_path: Path) -> None:
+    """`alembic --name <domain>` reads the generated alembic.ini; it finds migrations/ next to
+    it, as at the project's root."""
+    assert generate("--out", str(tmp_path)).exit_code == 0
+    (tmp_path / "migrations").symlink_to(ROOT / "migrations")
+    for name in DOMAINS:
+        heads = subprocess.run(
+            [ALEMBIC, "-c", str(tmp_path / "alembic.ini"), "--name", name, "heads"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert heads.returncode == 0, heads.stderr
+        listed = sorted(line.split()[0] for line in heads.stdout.splitlines())
+        assert tuple(listed) == migrations.head_revisions(name)
+
+
+def test_generate_writes_at_the_projects_root_or_where_told(tmp_path: Path) -> None:
+    here = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        refused = generate()
+    finally:
+        os.chdir(here)
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        f"Error: no datamesh project in {tmp_path.resolve()} or above: run it in a checkout, "
+        "or give --out\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- a made-up third domain, registered as any domain is -----------------------------------

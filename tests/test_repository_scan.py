@@ -1,5 +1,6 @@
-"""No secret is written into the repository: every file git tracks is scanned for the seed's
-demo passwords, private keys, tokens, cloud keys and passwords in configuration files."""
+"""No secret is written into the repository: every file git tracks, and every file
+`datamesh generate` writes (not committed), is scanned for the seed's demo passwords, private
+keys, tokens, cloud keys and passwords in configuration files."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from services.cli import cli
+from services.generated import GENERATORS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,6 +88,23 @@ def test_no_tracked_file_holds_a_secret() -> None:
             continue  # binary
         found += findings(path, data.decode("utf-8", "replace"))
     assert found == []
+
+
+def test_no_generated_deployment_file_holds_a_secret(tmp_path: Path) -> None:
+    """docker-compose.yml, .env.example and alembic.ini are not committed (`datamesh generate`
+    writes them): scanned as generated, as configuration files, so that no default password
+    reaches them."""
+    done = CliRunner().invoke(cli, ["generate", "--out", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == sorted(GENERATORS)
+    found = []
+    for name in written:
+        assert is_config(Path(name)), name
+        found += findings(Path(name), (tmp_path / name).read_text())
+    assert found == []
+    compose = (tmp_path / "docker-compose.yml").read_text()
+    assert compose.count("PASSWORD:") >= 2  # the passwords are there, each a reference
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
-"""`datamesh domain new NAME`: a new domain's package and migration tree, written from the
-templates in templates/ (`{{placeholder}}` text), and its one registration line in
-pyproject.toml. Every refusal is decided before anything is written."""
+"""`datamesh domain new NAME`: a new domain's package (with its page, README.md) and migration
+tree, written from the templates in templates/ (`{{placeholder}}` text), and its one
+registration line in pyproject.toml: nothing else in the project changes. Every refusal is
+decided before anything is written."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ FILES = {
     "services/scale.py.tmpl": "services/{name}/scale.py",
     "services/writes.py.tmpl": "services/{name}/writes.py",
     "services/app.py.tmpl": "services/{name}/app.py",
+    "services/README.md.tmpl": "services/{name}/README.md",
     "migrations/__init__.py.tmpl": "migrations/{name}/__init__.py",
     "migrations/env.py.tmpl": "migrations/{name}/env.py",
     "migrations/script.py.mako.tmpl": "migrations/{name}/script.py.mako",
@@ -80,7 +82,6 @@ class NewDomain:
             "classification": self.classification,
             "database": f"{self.name}_db",
             "date": dt.date.today().isoformat(),
-            "padded": f"{self.name:<9}",
         }
 
 
@@ -206,7 +207,7 @@ def write(root: Path, domain: NewDomain) -> list[Path]:
 
 
 def next_steps(domain: NewDomain) -> str:
-    """The lines to add to the README and docs/products.md for the new domain."""
+    """What to do next, printed once the domain is written."""
     return render("next_steps.md.tmpl", domain.values)
 
 
