@@ -267,6 +267,12 @@ def up(
             "(wins over --port-SERVICE).",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Worker processes per service, sharing its port (docs/operations.md)."
+        ),
+    ] = 1,
     **port_options: int,  # --port-<service> for every service: see _with_port_options
 ) -> None:
     """Start every domain's database, migrate, load sample data if empty, serve everything."""
@@ -320,6 +326,8 @@ def up(
                     host,
                     "--port",
                     str(ports[name]),
+                    "--workers",
+                    str(workers),
                 ],
                 env=env | database_urls.get(name, {}),
                 start_new_session=True,
@@ -684,7 +692,7 @@ def generate(
     ] = None,
 ) -> None:
     """Write the deployment files that list every domain (docker-compose.yml, .env.example,
-    alembic.ini) from the registered domains' declarations. They are build outputs, not
+    alembic.ini, deploy/prometheus/prometheus.yml) from the registered domains' declarations. They are build outputs, not
     committed: run it before `docker compose up` or `alembic`, and after registering a domain."""
     if out is None:
         try:
@@ -697,6 +705,7 @@ def generate(
     changed = stale(out, files)
     for path, content in files.items():
         if path in changed:
+            (out / path).parent.mkdir(parents=True, exist_ok=True)
             (out / path).write_text(content)
         typer.echo(f"{'wrote' if path in changed else 'up to date:'} {out / path}")
 

@@ -125,7 +125,12 @@ def test_datamesh_domains_lists_the_registered_domains() -> None:
 
 # --- the generated deployment files: build outputs of `datamesh generate`, not committed ------
 
-GENERATED = ("docker-compose.yml", ".env.example", "alembic.ini")
+GENERATED = (
+    "docker-compose.yml",
+    "deploy/prometheus/prometheus.yml",
+    ".env.example",
+    "alembic.ini",
+)
 
 
 def generate(*args: str) -> Result:
@@ -182,6 +187,14 @@ def test_generate_writes_the_files_for_the_registered_domains(tmp_path: Path) ->
         assert compose["services"]["migrate"]["environment"][f"{upper}_MIGRATION_DATABASE_URL"] == (
             f"postgresql://{d.name}_user:${{{upper}_DB_PASSWORD}}@{d.name}-db:5432/{d.database}"
         )
+    prometheus = yaml.safe_load((out / "deploy/prometheus/prometheus.yml").read_text())
+    [job] = prometheus["scrape_configs"]
+    assert (job["job_name"], job["metrics_path"]) == ("datamesh", "/metrics")
+    assert [t for c in job["static_configs"] for t in c["targets"]] == [
+        *(f"{d.name}:{d.port}" for d in services.registered()),
+        "mesh:8000",
+    ]
+    assert prometheus["rule_files"] == ["/etc/prometheus/rules.yml"]
     mesh = compose["services"]["mesh"]
     assert json.loads(mesh["environment"]["MESH_DOMAINS"]) == {
         "sales": "http://sales:8001",

@@ -96,7 +96,7 @@ def test_no_generated_deployment_file_holds_a_secret(tmp_path: Path) -> None:
     reaches them."""
     done = CliRunner().invoke(cli, ["generate", "--out", str(tmp_path)])
     assert done.exit_code == 0, done.output
-    written = sorted(path.name for path in tmp_path.iterdir())
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert written == sorted(GENERATORS)
     found = []
     for name in written:
