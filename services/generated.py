@@ -14,6 +14,10 @@ from pathlib import Path
 from services.federation.settings import PORT as MESH_PORT
 from shared.declarations.products import Domain
 
+PROMETHEUS_IMAGE = "prom/prometheus:v2.55.1"
+GRAFANA_IMAGE = "grafana/grafana-oss:11.3.0"
+INFINITY_PLUGIN = "yesoreyeram-infinity-datasource 2.11.2"  # the business dashboard's data source
+
 _READY = (
     '      test: ["CMD", "python", "-c", "import httpx,sys; '
     "sys.exit(httpx.get('http://localhost:{port}/{name}/readyz').status_code != 200)\"]\n"
@@ -139,12 +143,51 @@ def compose_file(domains: tuple[Domain, ...], packages: dict[str, str]) -> str:
         "    volumes: [jupyter-work:/home/datamesh/work]\n"
         "    depends_on:\n"
         "      mesh: {condition: service_healthy}\n"
-        "\n"
-        "volumes:\n"
     )
+    text += _observability(domains)
+    text += "\nvolumes:\n"
     for d in domains:
         text += f"  {d.name}-data:\n"
-    return text + "  jupyter-work:\n"
+    return text + "  jupyter-work:\n  prometheus-data:\n  grafana-data:\n"
+
+
+def _observability(domains: tuple[Domain, ...]) -> str:
+    """Prometheus scraping every service with the alert rules, and Grafana with the dashboards
+    of deploy/grafana (docs/observability.md)."""
+    text = (
+        "\n"
+        "  # Prometheus: every service's /metrics (deploy/prometheus/prometheus.yml, generated) and\n"
+        "  # the alert rules of deploy/prometheus/rules.yml; this machine only\n"
+        "  prometheus:\n"
+        f"    image: {PROMETHEUS_IMAGE}\n"
+        "    volumes:\n"
+        "      - ./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro\n"
+        "      - ./deploy/prometheus/rules.yml:/etc/prometheus/rules.yml:ro\n"
+        "      - prometheus-data:/prometheus\n"
+        '    ports: ["127.0.0.1:9090:9090"]\n'
+        "    depends_on: [mesh]\n"
+        "\n"
+        "  # Grafana with the operations and business dashboards (deploy/grafana); its admin password\n"
+        "  # and the dashboards' read-only token for the API come from .env, never a default\n"
+        "  grafana:\n"
+        f"    image: {GRAFANA_IMAGE}\n"
+        "    environment:\n"
+        "      GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD:?set GRAFANA_ADMIN_PASSWORD in .env}\n"
+        '      GF_AUTH_ANONYMOUS_ENABLED: "false"\n'
+        f"      GF_INSTALL_PLUGINS: {INFINITY_PLUGIN}\n"
+        "      DATAMESH_GRAFANA_TOKEN: ${DATAMESH_GRAFANA_TOKEN:?set DATAMESH_GRAFANA_TOKEN in .env (see .env.example)}\n"
+        f"      DATAMESH_MESH_URL: http://mesh:{MESH_PORT}\n"
+    )
+    for d in domains:
+        text += f"      DATAMESH_{_env(d.name)}_URL: http://{d.name}:{d.port}\n"
+    return text + (
+        "    volumes:\n"
+        "      - ./deploy/grafana/provisioning:/etc/grafana/provisioning:ro\n"
+        "      - ./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro\n"
+        "      - grafana-data:/var/lib/grafana\n"
+        '    ports: ["127.0.0.1:3000:3000"]\n'
+        "    depends_on: [prometheus]\n"
+    )
 
 
 def env_example(domains: tuple[Domain, ...], packages: dict[str, str]) -> str:
@@ -175,6 +218,12 @@ def env_example(domains: tuple[Domain, ...], packages: dict[str, str]) -> str:
         "#   DATAMESH_TOKEN=minting docker compose run --rm --no-deps mesh datamesh token \\\n"
         "#     --persona analyst --sub jupyter --ttl 30d\n"
         "DATAMESH_TOKEN=\n"
+        "# Grafana's admin password (docs/observability.md), 16+ random characters.\n"
+        "GRAFANA_ADMIN_PASSWORD=\n"
+        "# The business dashboard's read-only token for the services' API, minted like DATAMESH_TOKEN:\n"
+        "#   DATAMESH_GRAFANA_TOKEN=minting docker compose run --rm --no-deps mesh datamesh token \\\n"
+        "#     --persona analyst --sub grafana --ttl 30d\n"
+        "DATAMESH_GRAFANA_TOKEN=\n"
     )
 
 

@@ -164,8 +164,28 @@ def test_generate_writes_the_files_for_the_registered_domains(tmp_path: Path) ->
     compose = yaml.safe_load((out / "docker-compose.yml").read_text())
     assert list(compose["services"]) == [
         *("sales-db", "marketing-db", "migrate", "sales", "marketing", "mesh", "jupyter"),
+        *("prometheus", "grafana"),
     ]
-    assert list(compose["volumes"]) == ["sales-data", "marketing-data", "jupyter-work"]
+    assert list(compose["volumes"]) == [
+        *("sales-data", "marketing-data", "jupyter-work", "prometheus-data", "grafana-data"),
+    ]
+    grafana = compose["services"]["grafana"]
+    assert {k: v for k, v in grafana["environment"].items() if k.endswith("_URL")} == {
+        "DATAMESH_MESH_URL": "http://mesh:8000",
+        "DATAMESH_SALES_URL": "http://sales:8001",
+        "DATAMESH_MARKETING_URL": "http://marketing:8002",
+    }
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == (
+        "${GRAFANA_ADMIN_PASSWORD:?set GRAFANA_ADMIN_PASSWORD in .env}"
+    )
+    assert grafana["volumes"][:2] == [
+        "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro",
+        "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro",
+    ]
+    assert compose["services"]["prometheus"]["volumes"][:2] == [
+        "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
+        "./deploy/prometheus/rules.yml:/etc/prometheus/rules.yml:ro",
+    ]
     for d in services.registered():
         upper = d.name.upper()
         database = compose["services"][f"{d.name}-db"]
@@ -213,6 +233,7 @@ def test_generate_writes_the_files_for_the_registered_domains(tmp_path: Path) ->
             *("SALES_DB_PASSWORD", "MARKETING_DB_PASSWORD"),
             *("SALES_SERVICE_DB_PASSWORD", "MARKETING_SERVICE_DB_PASSWORD"),
             *("DATAMESH_JWT_SECRET", "DATAMESH_PSEUDONYM_SECRET", "DATAMESH_TOKEN"),
+            *("GRAFANA_ADMIN_PASSWORD", "DATAMESH_GRAFANA_TOKEN"),
         )
     ]
 
