@@ -209,7 +209,12 @@ def test_generate_writes_the_files_for_the_registered_domains(tmp_path: Path) ->
         )
     prometheus = yaml.safe_load((out / "deploy/prometheus/prometheus.yml").read_text())
     [job] = prometheus["scrape_configs"]
-    assert (job["job_name"], job["metrics_path"]) == ("datamesh", "/metrics")
+    assert (job["job_name"], job["metrics_path"], job["honor_labels"]) == (
+        "datamesh",
+        "/metrics",
+        True,
+    )
+    assert [c["labels"]["service"] for c in job["static_configs"]] == [*DOMAINS, "mesh"]
     assert [t for c in job["static_configs"] for t in c["targets"]] == [
         *(f"{d.name}:{d.port}" for d in services.registered()),
         "mesh:8000",
