@@ -76,6 +76,7 @@ class CircuitBreaker:
         self.cooldown = cooldown
         self._clock = clock
         self._gauge = metrics.MESH_CIRCUIT_STATE.labels(SERVICE, domain)
+        metrics.MESH_FETCH_RETRIES.labels(SERVICE, domain)  # exported from the start, at 0
         self.state = CircuitState.CLOSED
         self.failures = 0
         self.last_failure = ""

@@ -85,6 +85,12 @@ class Database:
         # whether the server's durability settings were checked since the last failure
         self._durable = False
         self._in_use = metrics.DB_POOL_IN_USE.labels(domain)
+        for counter in (
+            metrics.DB_POOL_WAITS,
+            metrics.DB_POOL_TIMEOUTS,
+            metrics.DB_STATEMENT_TIMEOUTS,
+        ):
+            counter.labels(domain)  # exported from the start, at 0
         metrics.DB_POOL_SIZE.labels(domain).inc(settings.pool_size)
         timeout = settings.pool_timeout_seconds
         statement_timeout = settings.statement_timeout_ms / 1000
