@@ -107,9 +107,10 @@ def assert_forbidden(response: httpx.Response, scope: str) -> None:
 
 
 def open_paths(service: str) -> set[str]:
-    """The routes anyone may call: health, the OpenAPI document and the docs page with its
-    files (Swagger UI's, static)."""
+    """The routes anyone may call: health, the Prometheus metrics (no data: docs/observability.md),
+    the OpenAPI document and the docs page with its files (Swagger UI's, static)."""
     return {
+        "/metrics",
         f"/{service}/healthz",
         f"/{service}/readyz",
         f"/{service}/docs",
