@@ -20,14 +20,18 @@ async def every(
     interval_seconds: float,
     job: Callable[[], Awaitable[None]],
     log: logging.Logger = _log,
+    *,
+    first_after: float = 0.0,
 ) -> AsyncIterator[None]:
-    """While inside, run `job` at start and every `interval_seconds` (0: never); the task is
-    called `name`, and failures are logged on `log` as "<name> failed; next in <interval>s"."""
+    """While inside, run `job` at start (or `first_after` seconds after) and every
+    `interval_seconds` (0: never); the task is called `name`, and failures are logged on `log`
+    as "<name> failed; next in <interval>s"."""
     if interval_seconds <= 0:
         yield
         return
     stop = asyncio.Event()
-    task = asyncio.create_task(_loop(name, interval_seconds, job, stop, log), name=name)
+    loop = _loop(name, interval_seconds, job, stop, log, first_after)
+    task = asyncio.create_task(loop, name=name)
     try:
         yield
     finally:
@@ -44,7 +48,11 @@ async def _loop(
     job: Callable[[], Awaitable[None]],
     stop: asyncio.Event,
     log: logging.Logger,
+    first_after: float,
 ) -> None:
+    if first_after > 0:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), first_after)
     while not stop.is_set():
         try:
             await job()

@@ -63,8 +63,10 @@ async def read_states(conn: asyncpg.Connection, domain: Domain, states: ProductS
 async def state_reader(
     domain: Domain, database: Database, states: ProductStates, interval_seconds: float
 ) -> AsyncIterator[None]:
-    """While inside, read the domain's product states at start and every `interval_seconds`
-    (0: at start only; quality runs still update theirs)."""
+    """While inside, read the domain's product states every `interval_seconds`, the first time
+    one interval after start, so that a service whose database is down does not give a pool
+    connection to its metrics while it starts (0: once, at start; quality runs update theirs
+    in any case)."""
 
     async def read() -> None:
         async with database.connection() as conn:
@@ -78,5 +80,5 @@ async def state_reader(
             _log.exception("%s failed", name)
         yield
         return
-    async with every(name, interval_seconds, read, _log):
+    async with every(name, interval_seconds, read, _log, first_after=interval_seconds):
         yield
