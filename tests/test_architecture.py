@@ -75,11 +75,20 @@ def test_the_client_imports_neither_the_framework_nor_the_services() -> None:
 LAYERS = {
     "declarations": (),
     "security": (),
-    "storage": ("declarations",),
-    "reading": ("declarations", "security", "storage"),
-    "writing": ("declarations", "security", "storage", "reading"),
-    "governance": ("declarations", "security", "storage", "reading"),
-    "serving": ("declarations", "security", "storage", "reading", "writing", "governance"),
+    "telemetry": (),
+    "storage": ("declarations", "telemetry"),
+    "reading": ("declarations", "security", "storage", "telemetry"),
+    "writing": ("declarations", "security", "storage", "reading", "telemetry"),
+    "governance": ("declarations", "security", "storage", "reading", "telemetry"),
+    "serving": (
+        "declarations",
+        "security",
+        "storage",
+        "reading",
+        "writing",
+        "governance",
+        "telemetry",
+    ),
 }
 TOP = tuple(
     f"shared.{p.stem}" for p in sorted((ROOT / "shared").glob("*.py")) if p.stem != "__init__"

@@ -23,6 +23,7 @@ from shared.serving.hygiene import install_hygiene
 from shared.settings import ServiceSettings, database_url_for
 from shared.storage.db import Database
 from shared.storage.views import view_refresher
+from shared.telemetry.tracing import install_tracing
 from shared.writing.routes import write_router
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -69,6 +70,7 @@ def service_app(
         app, name, settings or ServiceSettings(), rate_limit_per_minute=rate_limit_per_minute
     )
     document_service_responses(app)
+    install_tracing(app, name)  # OpenTelemetry, when an OTLP endpoint is configured
 
     @app.get(f"/{name}/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
