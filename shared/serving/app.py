@@ -25,6 +25,7 @@ from shared.settings import ServiceSettings, database_url_for
 from shared.storage.db import Database
 from shared.storage.views import view_refresher
 from shared.telemetry.metrics import CONTENT_TYPE, ProductStates, exposition
+from shared.telemetry.tracing import install_tracing
 from shared.writing.routes import write_router
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -71,6 +72,7 @@ def service_app(
         app, name, settings or ServiceSettings(), rate_limit_per_minute=rate_limit_per_minute
     )
     document_service_responses(app)
+    install_tracing(app, name)  # OpenTelemetry, when an OTLP endpoint is configured
 
     if (settings or ServiceSettings()).metrics_enabled:
 
