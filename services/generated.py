@@ -13,6 +13,7 @@ from pathlib import Path
 
 from services.federation.settings import PORT as MESH_PORT
 from shared.declarations.products import Domain
+from shared.storage.sql_port import trino_catalog
 
 PROMETHEUS_IMAGE = "prom/prometheus:v2.55.1"
 GRAFANA_IMAGE = "grafana/grafana-oss:11.3.0"
@@ -309,9 +310,18 @@ GENERATORS: dict[str, Callable[[tuple[Domain, ...], dict[str, str]], str]] = {
 }
 
 
+# the files written once per domain: a path naming `{domain}` -> its content from the declaration
+PER_DOMAIN: dict[str, Callable[[Domain], str]] = {
+    "deploy/trino/catalog/{domain}.properties": trino_catalog,
+}
+
+
 def generated(domains: tuple[Domain, ...], packages: dict[str, str]) -> dict[str, str]:
     """Each generated file's path (relative to the repository root) and its content."""
-    return {path: generate(domains, packages) for path, generate in GENERATORS.items()}
+    files = {path: generate(domains, packages) for path, generate in GENERATORS.items()}
+    for path, generate_one in PER_DOMAIN.items():
+        files |= {path.format(domain=d.name): generate_one(d) for d in domains}
+    return files
 
 
 def stale(root: Path, files: dict[str, str]) -> list[str]:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 import services
 from services import DOMAINS, cli
 from services.federation.settings import FederationSettings
-from services.generated import GENERATORS, generated
+from services.generated import GENERATORS, PER_DOMAIN, generated
 from shared.declarations.products import Domain
 from shared.security.auth import known_scopes
 from shared.serving.app import create_domain_app
@@ -130,6 +130,7 @@ GENERATED = (
     "deploy/prometheus/prometheus.yml",
     ".env.example",
     "alembic.ini",
+    *(f"deploy/trino/catalog/{name}.properties" for name in DOMAINS),
 )
 
 
@@ -138,7 +139,7 @@ def generate(*args: str) -> Result:
 
 
 def test_the_generated_files_are_ignored_and_not_committed() -> None:
-    assert tuple(GENERATORS) == GENERATED
+    assert (*GENERATORS, *(p.format(domain=d) for p in PER_DOMAIN for d in DOMAINS)) == GENERATED
     tracked = subprocess.run(
         ["git", "ls-files", "--", *GENERATED], cwd=ROOT, capture_output=True, text=True, check=True
     )
@@ -369,6 +370,10 @@ def test_a_registered_domain_is_picked_up_everywhere(finance: Path) -> None:
     assert '"finance": "http://finance:8003"' in compose
     assert "FINANCE_SERVICE_DB_PASSWORD=\n" in files[".env.example"]
     assert "[finance]\nscript_location = %(here)s/migrations/finance\n" in files["alembic.ini"]
+    assert (
+        "connection-user=${ENV:FINANCE_SQL_USER}\n"
+        in files["deploy/trino/catalog/finance.properties"]
+    )
 
 
 def test_the_command_line_offers_a_registered_domain(finance: Path) -> None:

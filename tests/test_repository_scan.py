@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from services import DOMAINS, package, registered
 from services.cli import cli
-from services.generated import GENERATORS
+from services.generated import generated
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,8 +36,9 @@ CONFIG_ASSIGNMENT = re.compile(
     r"""(?P<value>["']?\$\{[^}]*\}["']?|[^\s#,}]*)""",
     re.I,
 )
+# ... or Trino's reference to its environment, `${ENV:VAR}`
 ENV_REFERENCE = re.compile(
-    r"""["']?(\$\{[A-Za-z_][A-Za-z0-9_]*(:?[-?][^}]*)?\}|\$[A-Za-z_]\w*)?["']?"""
+    r"""["']?(\$\{[A-Za-z_][A-Za-z0-9_]*(:?[-?][^}]*)?\}|\$\{ENV:[A-Za-z_]\w*\}|\$[A-Za-z_]\w*)?["']?"""
 )
 CONFIG_SUFFIXES = {".yml", ".yaml", ".toml", ".ini", ".cfg", ".conf", ".json", ".properties"}
 CONFIG_NAMES = {"Dockerfile", "Makefile", ".env", "docker-compose.yml"}
@@ -97,7 +99,7 @@ def test_no_generated_deployment_file_holds_a_secret(tmp_path: Path) -> None:
     done = CliRunner().invoke(cli, ["generate", "--out", str(tmp_path)])
     assert done.exit_code == 0, done.output
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert written == sorted(GENERATORS)
+    assert written == sorted(generated(registered(), {d: package(d) for d in DOMAINS}))
     found = []
     for name in written:
         assert is_config(Path(name)), name
@@ -125,6 +127,7 @@ def test_no_generated_deployment_file_holds_a_secret(tmp_path: Path) -> None:
         (".env.example", "SALES_DB_" + "PASSWORD=hunter2", "literal value for"),
         ("settings.json", '{"db_' + 'password": "hunter2"}', "literal value for"),
         ("alembic.ini", "jwt_" + "secret = abc", "literal value for"),
+        ("sales.properties", "connection-" + "password=hunter2", "literal value for"),
     ],
 )
 def test_the_scan_finds_each_kind_of_secret(name: str, line: str, kind: str) -> None:
@@ -142,6 +145,7 @@ def test_the_scan_finds_each_kind_of_secret(name: str, line: str, kind: str) -> 
         ),
         ("docker-compose.yml", "      DATAMESH_JWT_" + "SECRET: ${DATAMESH_JWT_SECRET}"),
         ("docker-compose.yml", "  URL: postgresql://app:${APP_" + "PASSWORD:?set it}@db:5432/app"),
+        ("sales.properties", "connection-" + "password=${ENV:SALES_SQL_PASSWORD}"),
         (".env.example", "SALES_DB_" + "PASSWORD="),
         (".env.example", "DATAMESH_JWT_" + "SECRET="),
         ("Dockerfile", "ENV DB_" + "PASSWORD=$DB_PASSWORD"),
