@@ -497,11 +497,32 @@ def token(
     typer.echo(minted)
 
 
+OnlyDomain = Annotated[
+    str | None,
+    typer.Option("--domain", help=f"One domain only: {', '.join(DOMAINS)} (default: all)."),
+]
+
+
+def _only(name: str | None) -> tuple[str, ...]:
+    """The domains a command works on: the one named by --domain (a usage error if it is not
+    registered), else all; a Kubernetes migration Job names its own, the only database whose
+    URLs it has."""
+    if name is None:
+        return DOMAINS
+    if name not in DOMAINS:
+        raise typer.BadParameter(
+            f"'{name}' is not a domain; known: {', '.join(DOMAINS)}", param_hint="--domain"
+        )
+    return (name,)
+
+
 @cli.command()
-def migrate(data_dir: DataDir = None) -> None:
-    """Migrate every domain database to every head: its own revisions and the framework's
-    (starting embedded ones if needed)."""
-    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve())
+def migrate(only: OnlyDomain = None, data_dir: DataDir = None) -> None:
+    """Migrate every domain database (or the --domain one) to every head: its own revisions and
+    the framework's (starting embedded ones if needed), then grant the service's role; no
+    sample data (the production path: docs/deploy.md)."""
+    names = _only(only)
+    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve(), names)
     try:
         for database in databases:
             database.migrate()
@@ -512,9 +533,11 @@ def migrate(data_dir: DataDir = None) -> None:
 
 
 @cli.command("load-sample")
-def load_sample(data_dir: DataDir = None, as_of: AsOf = None) -> None:
-    """Migrate, then load the sample data into every empty domain database."""
-    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve())
+def load_sample(only: OnlyDomain = None, data_dir: DataDir = None, as_of: AsOf = None) -> None:
+    """Migrate, then load the sample data into every empty domain database (or the --domain
+    one)."""
+    names = _only(only)
+    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve(), names)
     try:
         prepare_databases(databases, _as_of(as_of))
     finally:
@@ -663,11 +686,7 @@ def quality(
 ) -> None:
     """Migrate, run every quality check and print the results; exit 1 if a check failed or
     could not run (warnings pass)."""
-    if only is not None and only not in DOMAINS:
-        raise typer.BadParameter(
-            f"'{only}' is not a domain; known: {', '.join(DOMAINS)}", param_hint="--domain"
-        )
-    names = DOMAINS if only is None else (only,)
+    names = _only(only)
     databases = start_databases((data_dir or ServiceSettings().data_dir).resolve(), names)
     runs: dict[str, QualityRun] = {}
     try:
@@ -779,8 +798,10 @@ def generate(
     ] = None,
 ) -> None:
     """Write the deployment files that list every domain (docker-compose.yml, .env.example,
-    alembic.ini, deploy/prometheus/prometheus.yml, a Trino catalog per domain in deploy/trino/catalog/) from the registered domains' declarations. They are build outputs, not
-    committed: run it before `docker compose up` or `alembic`, and after registering a domain."""
+    alembic.ini, deploy/prometheus/prometheus.yml, a Trino catalog per domain in
+    deploy/trino/catalog/, each domain's Kubernetes manifests under deploy/k8s/) from the
+    registered domains' declarations. They are build outputs, not committed: run it before
+    `docker compose up`, `alembic` or `kubectl kustomize`, and after registering a domain."""
     if out is None:
         try:
             out = scaffold.find_root(Path.cwd())
