@@ -109,6 +109,17 @@ class EmbeddedPostgres:
         except (FileNotFoundError, IndexError, ValueError):
             return None
 
+    def attach(self) -> bool:
+        """Use the server if another process runs it already (a `datamesh up` on the same data
+        directory): its port from postmaster.pid. False if it is not running."""
+        if not self.running():
+            return False
+        try:
+            self.port = int((self.pgdata / "postmaster.pid").read_text().splitlines()[3])
+        except (OSError, IndexError, ValueError):
+            return False
+        return True
+
     def running(self) -> bool:
         """Whether the server's postmaster process is alive (after a crash its postmaster.pid
         is left behind, naming a process that is gone)."""
