@@ -28,8 +28,9 @@ import typer
 from services import DOMAINS, PERSONAS, domain, package, registered, sample, scaffold
 from services.federation.settings import PORT as MESH_PORT
 from services.generated import generated, stale
-from shared.declarations.products import Domain
+from shared.declarations.products import Domain, Product
 from shared.governance.quality import Outcome, QualityRun, run_quality
+from shared.publishing.lake import ExportBusy, Exported, Lake, export_domain, pseudonym_key
 from shared.security.auth import AuthSettings, ensure_secret, known_scopes, mint_token
 from shared.security.pseudonym import PseudonymSettings, ensure_pseudonym_secret
 from shared.settings import ServiceSettings, database_url_for, migration_database_url_for
@@ -216,9 +217,12 @@ def _as_of(value: str | None) -> dt.date:
         ) from None
 
 
-def start_databases(data_dir: Path, names: tuple[str, ...] = DOMAINS) -> list[DomainDatabase]:
+def start_databases(
+    data_dir: Path, names: tuple[str, ...] = DOMAINS, *, attach: bool = False
+) -> list[DomainDatabase]:
     """Each domain's database: the configured server, else an embedded one started under
-    `data_dir` (for the CLI, the benchmarks and tests)."""
+    `data_dir` (for the CLI, the benchmarks and tests). With `attach`, an embedded server that
+    another process runs already (`datamesh up`) is used as it is, and left running."""
     started: list[DomainDatabase] = []
     try:
         for name in names:
@@ -228,6 +232,14 @@ def start_databases(data_dir: Path, names: tuple[str, ...] = DOMAINS) -> list[Do
                 started.append(DomainDatabase(name, url, None, migration_url))
                 continue
             server = EmbeddedPostgres(data_dir / "postgres", name)
+            if attach and server.attach():
+                database = domain(name).database
+                started.append(
+                    DomainDatabase(
+                        name, server.url(database, service_role(name)), None, server.url(database)
+                    )
+                )
+                continue
             server.start((domain(name).database,))
             database = domain(name).database
             started.append(
@@ -816,6 +828,133 @@ def generate(
             (out / path).parent.mkdir(parents=True, exist_ok=True)
             (out / path).write_text(content)
         typer.echo(f"{'wrote' if path in changed else 'up to date:'} {out / path}")
+
+
+lake_cli = typer.Typer(
+    help="The lake output port: Parquet snapshots of the products (docs/lake.md).",
+    no_args_is_help=True,
+)
+cli.add_typer(lake_cli, name="lake")
+
+
+def _exported_products(only: str | None, product: str | None) -> dict[str, tuple[Product, ...]]:
+    """The products an export writes, by domain: every product of every domain, or of one,
+    or one product (of the domain given, or of the one domain that has it)."""
+    if only is not None and only not in DOMAINS:
+        raise typer.BadParameter(
+            f"'{only}' is not a domain; known: {', '.join(DOMAINS)}", param_hint="--domain"
+        )
+    names = DOMAINS if only is None else (only,)
+    if product is None:
+        return {name: domain(name).products for name in names}
+    found: dict[str, tuple[Product, ...]] = {
+        name: (declared,) for name in names if (declared := domain(name).product(product))
+    }
+    if not found:
+        raise typer.BadParameter(
+            f"no domain{'' if only is None else f' {only}'} publishes a product '{product}'",
+            param_hint="--product",
+        )
+    if len(found) > 1:
+        raise typer.BadParameter(
+            f"'{product}' is a product of {' and '.join(found)}: say which with --domain",
+            param_hint="--product",
+        )
+    return found
+
+
+@lake_cli.command("export")
+def lake_export(
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="The lake: a local folder or s3://bucket/prefix (default DATAMESH_LAKE_URL).",
+        ),
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option("--domain", help=f"Export one domain: {', '.join(DOMAINS)} (default: all)."),
+    ] = None,
+    product: Annotated[
+        str | None, typer.Option("--product", help="Export one product (default: all).")
+    ] = None,
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Complete snapshots kept per product (default DATAMESH_LAKE_KEEP, 5)."
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    as_of: AsOf = None,
+) -> None:
+    """Export the products as Parquet snapshots to a lake, each domain from one consistent
+    database snapshot, PII masked as the mesh reads it; then point each product's `_latest` at
+    its new snapshot and remove the oldest beyond --keep. Reaches each domain's database as
+    the other commands do (<DOMAIN>_DATABASE_URL, else the embedded one: the one `datamesh up`
+    runs, or started, migrated and loaded with the sample if empty, as `up` would)."""
+    settings = ServiceSettings()
+    url = to or settings.lake_url
+    if not url:
+        raise typer.BadParameter("give the lake (or set DATAMESH_LAKE_URL)", param_hint="--to")
+    try:
+        lake = Lake.at(url, s3_endpoint=settings.lake_s3_endpoint)
+    except (ValueError, OSError) as refused:
+        raise typer.BadParameter(str(refused), param_hint="--to") from None
+    chosen = _exported_products(only, product)
+    root = (data_dir or settings.data_dir).resolve()
+    databases = start_databases(root, tuple(chosen), attach=True)
+    try:
+        embedded = [d for d in databases if d.server]
+        if embedded:  # started here: migrated and loaded as `datamesh up` would
+            prepare_databases(embedded, _as_of(as_of))
+        pseudonyms = PseudonymSettings(data_dir=root)
+        if not pseudonyms.configured() and any(database_url_for(n) is None for n in chosen):
+            ensure_pseudonym_secret(root)  # the embedded mesh's, which `datamesh up` hands out
+        typer.echo(f"Exporting to {lake.url}")
+        failed = False
+        for database in databases:
+            declared = domain(database.name)
+            try:
+                done = asyncio.run(
+                    export_domain(
+                        declared,
+                        database.url,
+                        lake,
+                        products=chosen[database.name],
+                        pseudonym=pseudonym_key(declared, pseudonyms),
+                        keep=keep or settings.lake_keep,
+                        pause_seconds=settings.lake_pause_seconds,
+                    )
+                )
+            except (ExportBusy, RuntimeError, OSError) as exc:
+                typer.echo(f"  {database.name}: not exported: {exc}", err=True)
+                failed = True
+                continue
+            _print_export(database.name, done)
+    finally:
+        stop_databases(databases)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_export(name: str, done: list[Exported]) -> None:
+    if not done:
+        return
+    typer.echo(f"  {name}: snapshot {done[0].snapshot_id} (one database snapshot)")
+    rows: list[tuple[str, ...]] = [
+        (
+            e.product.name,
+            f"{e.manifest['row_count']:,} rows",
+            f"{len(e.manifest['partitions'])} files",
+            f"{e.manifest['bytes']:,} bytes",
+            f"removed {len(e.removed)} old" if e.removed else "",
+            e.location,
+        )
+        for e in done
+    ]
+    for line in _aligned(rows):
+        typer.echo(f"    {line}")
 
 
 def docs_url(declared: Domain) -> str:

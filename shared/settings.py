@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -61,6 +61,18 @@ class ServiceSettings(BaseSettings):
     idle_in_transaction_timeout_ms: int = Field(60_000, ge=0)
     # readyz opens a connection of its own and runs a statement within this long, else 503
     readiness_timeout_seconds: float = Field(2.0, gt=0)
+    # the lake output port (shared.publishing.lake, docs/lake.md): where snapshots of the
+    # products are exported (a local path or s3://bucket/prefix; None: no lake), how often a
+    # domain service exports its products there (0: never; `datamesh lake export` on demand),
+    # how many complete snapshots of each product are kept, and the S3 endpoint of an
+    # S3-compatible store (MinIO, ...; None: AWS); credentials are AWS's standard variables
+    lake_url: str | None = None
+    lake_export_seconds: float = Field(0.0, ge=0)
+    lake_keep: int = Field(5, ge=1)
+    lake_s3_endpoint: str | None = None
+    # tests only: the exporter sleeps this long after each file it writes, so that a test can
+    # stop it in the middle of a snapshot (tests/test_lake.py)
+    lake_pause_seconds: float = Field(0.0, ge=0)
 
     @property
     def stream_slots(self) -> int:
@@ -86,6 +98,21 @@ class ServiceSettings(BaseSettings):
                 f"public_url '{value}' is not a base URL like https://data.example.com"
             )
         return value.rstrip("/")
+
+    @field_validator("lake_url", "lake_s3_endpoint")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
+
+    @model_validator(mode="after")
+    def _lake_to_export_to(self) -> ServiceSettings:
+        if self.lake_export_seconds > 0 and not self.lake_url:
+            raise ValueError(
+                "DATAMESH_LAKE_EXPORT_SECONDS schedules exports to the lake, but no lake is "
+                "configured: set DATAMESH_LAKE_URL (a local path or s3://bucket/prefix), or set "
+                "DATAMESH_LAKE_EXPORT_SECONDS=0"
+            )
+        return self
 
     @field_validator("cors_origins", "mesh_subjects", mode="before")
     @classmethod

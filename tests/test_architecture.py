@@ -80,6 +80,7 @@ LAYERS = {
     "reading": ("telemetry", "declarations", "security", "storage"),
     "writing": ("telemetry", "declarations", "security", "storage", "reading"),
     "governance": ("telemetry", "declarations", "security", "storage", "reading"),
+    "publishing": ("telemetry", "declarations", "security", "storage", "reading", "governance"),
     "serving": (
         "telemetry",
         "declarations",
@@ -88,6 +89,7 @@ LAYERS = {
         "reading",
         "writing",
         "governance",
+        "publishing",
     ),
 }
 TOP = tuple(

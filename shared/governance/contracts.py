@@ -266,6 +266,11 @@ def _sla(domain: Domain, product: Product) -> list[dict[str, Any]]:
     return sla
 
 
+def contract_version(product: Product) -> str:
+    """The version of a product's contract: its major version is the product's."""
+    return f"{product.version}.0.0"
+
+
 def contract(domain: Domain, product: Product, *, base_url: str) -> dict[str, Any]:
     """The ODCS v3 data contract of a product, its endpoint under base_url (scheme://host)."""
     base = base_url.rstrip("/")
@@ -277,7 +282,7 @@ def contract(domain: Domain, product: Product, *, base_url: str) -> dict[str, An
         "kind": "DataContract",
         "id": f"urn:datamesh:{domain.name}:{product.name}",
         "name": product.name,
-        "version": f"{product.version}.0.0",
+        "version": contract_version(product),
         "status": "active",
         "domain": domain.name,
         "dataProduct": product.name,

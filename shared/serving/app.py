@@ -17,6 +17,8 @@ from shared.governance.quality import QualityRun, latest_scores
 from shared.governance.quality_routes import quality_router, quality_schedule
 from shared.governance.readings import quality_reading, state_reader
 from shared.openapi import document_service_responses, problem
+from shared.publishing.lake import lake_exports
+from shared.publishing.routes import snapshots_router
 from shared.reading.routes import ProductReader, product_router
 from shared.security.auth import AuthSettings, TokenVerifier, require
 from shared.serving.docs import install_docs
@@ -121,6 +123,7 @@ def create_domain_app(
                 quality_schedule(domain, database, settings.quality_interval_seconds, after_run),
                 view_refresher(domain, database, settings.view_refresh_seconds),
                 state_reader(domain, database, states, settings.metrics_state_seconds),
+                lake_exports(domain, url, settings),
             ):
                 yield
         finally:
@@ -149,6 +152,7 @@ def create_domain_app(
     # ends with a catch-all that answers unknown products
     readers = [Depends(require(f"{domain.name}:read"))]
     app.include_router(contract_router(domain, settings.public_url), dependencies=readers)
+    app.include_router(snapshots_router(domain, settings), dependencies=readers)
     app.include_router(quality_router(domain, database, after_run), dependencies=readers)
     app.include_router(metadata_router(domain, database, latest_scores), dependencies=readers)
     reader = ProductReader(domain, database, settings)

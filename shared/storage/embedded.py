@@ -119,6 +119,15 @@ class EmbeddedPostgres:
         except (FileNotFoundError, IndexError, ValueError):
             return None
 
+    def attach(self) -> bool:
+        """Use the server if another process runs it already (a `datamesh up` on the same data
+        directory): its port from postmaster.pid. False if it is not running."""
+        port = self.running_port()
+        if port is None:
+            return False
+        self.port = port
+        return True
+
     def running(self) -> bool:
         """Whether the server's postmaster process is alive (after a crash its postmaster.pid
         is left behind, naming a process that is gone)."""
