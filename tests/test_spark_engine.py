@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -30,6 +31,7 @@ import sqlglot
 from services import DOMAINS, domain
 from services.federation.app import create_app
 from services.federation.dialect import parameters, spark_sql
+from services.federation.lake import Lake
 from services.federation.metrics import MACROS, METRICS
 from services.federation.settings import FederationSettings
 from services.federation.spark import SparkEngine, SparkSessions
@@ -477,6 +479,20 @@ async def test_a_spark_that_cannot_start_is_a_503_and_is_tried_again(
     assert len(tries) >= 2  # each answer tries again (and the warm-up at start)
 
 
+async def test_a_spark_that_died_is_started_again(
+    twins: dict[str, Twins], sessions: SparkSessions
+) -> None:
+    """Spark's JVM killed under the mesh: the next answer starts a new session and answers."""
+    before = sessions.get()
+    [java] = [c for c in psutil.Process().children(recursive=True) if c.name() == "java"]
+    java.kill()
+    java.wait(timeout=30)
+    pair = twins["sample"]
+    duckdb, spark = await pair.both("/mesh/v1/campaign-roi")
+    same_answer(duckdb, spark)
+    assert sessions.get() is not before
+
+
 def test_the_session_is_started_once_and_reused(sessions: SparkSessions) -> None:
     assert sessions.get() is sessions.get()
     conf = sessions.get().sparkContext.getConf()
@@ -493,3 +509,15 @@ def test_the_settings_refuse_spark_without_a_lake() -> None:
         FederationSettings.model_validate({"engine": "spark"})
     with pytest.raises(ValueError, match="engine"):
         FederationSettings.model_validate({"engine": "trino", "lake_url": "/tmp/lake"})
+
+
+def test_a_lake_is_a_local_path_or_an_s3_url(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert Lake("lake").root == str(tmp_path.resolve() / "lake")
+    assert Lake(f"file://{tmp_path}/lake").root == f"{tmp_path}/lake"
+    # pyarrow's S3 options in the query; Spark reads the same keys through s3a
+    s3 = Lake("s3://bucket/prefix/?endpoint_override=127.0.0.1:9&scheme=http")
+    assert s3.root == "bucket/prefix"
+    assert s3.fs.type_name == "s3"
+    with pytest.raises(ValueError, match="local path or s3"):
+        Lake("gs://bucket/prefix")

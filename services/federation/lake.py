@@ -91,8 +91,10 @@ class Lake:
         self.url = url
         parts = urlsplit(url)
         if parts.scheme in ("s3", "s3a"):
-            self.fs: pafs.FileSystem = pafs.S3FileSystem()
-            self.root = f"{parts.netloc}{parts.path}".rstrip("/")
+            # pyarrow's S3: credentials, region and endpoint (AWS_ENDPOINT_URL) from the
+            # environment, or options in the URL's query (?endpoint_override=...&scheme=http)
+            self.fs, self.root = pafs.FileSystem.from_uri(parts._replace(scheme="s3").geturl())
+            self.root = self.root.rstrip("/")
             self._engine_root = f"s3a://{self.root}"
         elif parts.scheme in ("", "file"):
             local = Path(parts.path if parts.scheme else url).expanduser().resolve()
@@ -106,11 +108,11 @@ class Lake:
         with self.fs.open_input_stream(path) as stream:
             return json.loads(stream.read())
 
-    def _versions(self, folder: str) -> list[int]:
+    def _versions(self, domain: str, product: str, folder: str) -> list[int]:
         try:
             entries = self.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-        except OSError:
-            return []
+        except OSError as exc:  # not a missing folder: the lake itself cannot be read
+            raise self._none(domain, product, f"the lake cannot be listed ({exc})") from None
         found = [_VERSION.match(e.base_name) for e in entries if e.type == pafs.FileType.Directory]
         return sorted((int(m.group(1)) for m in found if m), reverse=True)
 
@@ -119,7 +121,7 @@ class Lake:
         (the version its domain publishes now; versions only go up). NoSnapshot (503) naming
         the product if there is none, or its pointer or manifest cannot be read."""
         folder = f"{self.root}/{domain}/{product}"
-        for version in self._versions(folder):
+        for version in self._versions(domain, product, folder):
             pointer = f"v{version}/{LATEST}"
             if self.fs.get_file_info(f"{folder}/{pointer}").type != pafs.FileType.File:
                 continue

@@ -49,7 +49,7 @@ warnings.filterwarnings(
 )
 
 # Spark's own log: errors only, on stderr, plain lines; a failed query's context is not logged
-# there (the mesh answers it as a problem and logs it itself)
+# there (the mesh answers it as a problem and logs it itself), nor the shell's notice of its level
 _LOG4J2 = """\
 rootLogger.level = error
 rootLogger.appenderRef.stderr.ref = console
@@ -60,6 +60,8 @@ appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
 logger.querycontext.name = SQLQueryContextLogger
 logger.querycontext.level = off
+logger.gateway.name = org.apache.spark.api.python.PythonGatewayServer
+logger.gateway.level = error
 """
 
 
@@ -92,6 +94,8 @@ class SparkSessions:
         with self._lock:
             if self._session is not None and _alive(self._session):
                 return self._session
+            if self._session is not None:  # it died (its JVM was killed): start afresh
+                _forget(self._session)
             self._session = None
             try:
                 self._session = self._start()
@@ -111,6 +115,7 @@ class SparkSessions:
         """After a failure: drop the session if it died, so the next answer starts another."""
         with self._lock:
             if self._session is not None and not _alive(self._session):
+                _forget(self._session)
                 self._session = None
 
     def stop(self) -> None:
@@ -189,6 +194,28 @@ def _alive(session: SparkSession) -> bool:
         return context._jsc is not None and not context._jsc.sc().isStopped()
     except Exception:  # the JVM is gone
         return False
+
+
+def _forget(session: SparkSession) -> None:
+    """Let pyspark start a new session and JVM: it keeps the dead ones otherwise."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    with contextlib.suppress(Exception):
+        session.stop()
+    # the JVM pyspark started (gone, or going): reaped, its pipe closed
+    process = getattr(SparkContext._gateway, "proc", None)
+    if process is not None:
+        with contextlib.suppress(Exception):
+            process.kill()
+            process.wait(timeout=30)
+        if process.stdin is not None:
+            process.stdin.close()
+    SparkSession._instantiatedSession = None
+    SparkSession._activeSession = None
+    SparkContext._active_spark_context = None
+    SparkContext._gateway = None
+    SparkContext._jvm = None
 
 
 def _summary(exc: BaseException) -> str:
