@@ -31,7 +31,7 @@ import sqlglot
 from services import DOMAINS, domain
 from services.federation.app import create_app
 from services.federation.dialect import parameters, spark_sql
-from services.federation.lake import Lake
+from services.federation.lake import Lake, NoSnapshot
 from services.federation.metrics import MACROS, METRICS
 from services.federation.settings import FederationSettings
 from services.federation.spark import SparkEngine, SparkSessions
@@ -521,3 +521,38 @@ def test_a_lake_is_a_local_path_or_an_s3_url(tmp_path: Path, monkeypatch: Any) -
     assert s3.fs.type_name == "s3"
     with pytest.raises(ValueError, match="local path or s3"):
         Lake("gs://bucket/prefix")
+
+
+def test_the_lake_follows_the_pointer_to_a_complete_snapshot(tmp_path: Path) -> None:
+    """The highest version with a `_latest`; its snapshot only once it has a manifest; the
+    pointer's `snapshot` or `snapshot_id`."""
+    product = tmp_path / "d" / "p"
+    manifest = {"created_at": "2026-01-01T00:00:00+00:00", "row_count": 3}
+    for version, snapshot in (("v1", "20260101T000000Z-aa"), ("v2", "20260102T000000Z-bb")):
+        (product / version / f"snapshot={snapshot}").mkdir(parents=True)
+        (product / version / f"snapshot={snapshot}" / "_manifest.json").write_text(
+            json.dumps(manifest)
+        )
+    (product / "v1" / "_latest").write_text(json.dumps({"snapshot": "20260101T000000Z-aa"}))
+    (product / "v3").mkdir()  # a version being written: no pointer yet
+    lake = Lake(str(tmp_path))
+    latest = lake.latest("d", "p")
+    assert (latest.version, latest.id, latest.lineage) == (
+        1,
+        "20260101T000000Z-aa",
+        "d/p/v1=20260101T000000Z-aa",
+    )
+    assert latest.url == f"{tmp_path}/d/p/v1/snapshot=20260101T000000Z-aa"
+    assert latest.age_seconds(dt.datetime(2026, 1, 1, 0, 1, tzinfo=dt.UTC)) == 60
+    pointer = {"snapshot_id": "20260102T000000Z-bb", "path": "snapshot=20260102T000000Z-bb"}
+    (product / "v2" / "_latest").write_text(json.dumps(pointer))
+    assert (lake.latest("d", "p").version, lake.latest("d", "p").id) == (2, "20260102T000000Z-bb")
+    for bad in ({"snapshot": "../../etc"}, ["x"], {"other": 1}):
+        (product / "v2" / "_latest").write_text(json.dumps(bad))
+        with pytest.raises(NoSnapshot, match="names no snapshot"):
+            lake.latest("d", "p")
+    (product / "v2" / "_latest").write_text(json.dumps({"snapshot": "20260103T000000Z-cc"}))
+    with pytest.raises(NoSnapshot, match=r"_manifest\.json"):
+        lake.latest("d", "p")
+    with pytest.raises(NoSnapshot, match="no complete snapshot"):
+        lake.latest("d", "other")

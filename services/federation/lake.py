@@ -3,7 +3,8 @@ product, found from its pointer, and its manifest.
 
 The layout (docs/lake.md): `<lake>/<domain>/<product>/v<version>/snapshot=<id>/` holds a
 snapshot's Parquet files and its `_manifest.json`; `<lake>/<domain>/<product>/v<version>/_latest`
-is a small JSON document naming the latest complete snapshot (`{"snapshot": "<id>"}`), written
+is a small JSON document naming the latest complete snapshot (`{"snapshot": "<id>"}`, or
+`"snapshot_id"`), written
 after the snapshot itself, so a reader that follows it never sees a half-written one. The lake
 is a local path or `s3://bucket/prefix`.
 """
@@ -126,9 +127,13 @@ class Lake:
             if self.fs.get_file_info(f"{folder}/{pointer}").type != pafs.FileType.File:
                 continue
             try:
-                snapshot_id = self._read_json(f"{folder}/{pointer}").get("snapshot")
-            except (OSError, ValueError, AttributeError):
+                named = self._read_json(f"{folder}/{pointer}")
+            except (OSError, ValueError):
                 raise self._none(domain, product, f"its pointer {pointer} is not JSON") from None
+            # {"snapshot": id}; the exporter's pointer also says `snapshot_id` (and more)
+            snapshot_id = (
+                named.get("snapshot", named.get("snapshot_id")) if isinstance(named, dict) else None
+            )
             if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.match(snapshot_id):
                 raise self._none(domain, product, f"its pointer {pointer} names no snapshot")
             relative = f"{domain}/{product}/v{version}/snapshot={snapshot_id}"

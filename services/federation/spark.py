@@ -362,7 +362,9 @@ class SparkEngine:
         """The input's temporary view: the snapshot's rows the HTTP read would have asked for
         (its filters and the period's), its columns."""
         try:
-            frame = spark.read.parquet(snapshot.url)
+            # every Parquet file of the snapshot, partition folders or not; the partition column
+            # (`month=`) is not read: it derives from a column the files hold, and could clash
+            frame = spark.read.option("recursiveFileLookup", "true").parquet(snapshot.url)
         except Exception as exc:
             raise _invalid(
                 source, snapshot, f"its files cannot be read ({_summary(exc)})"
