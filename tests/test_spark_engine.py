@@ -508,7 +508,7 @@ def test_the_settings_refuse_spark_without_a_lake() -> None:
     with pytest.raises(ValueError, match="MESH_LAKE_URL"):
         FederationSettings.model_validate({"engine": "spark"})
     with pytest.raises(ValueError, match="engine"):
-        FederationSettings.model_validate({"engine": "trino", "lake_url": "/tmp/lake"})
+        FederationSettings.model_validate({"engine": "trino", "lake_url": "lake"})
 
 
 def test_a_lake_is_a_local_path_or_an_s3_url(tmp_path: Path, monkeypatch: Any) -> None:

@@ -144,6 +144,7 @@ class SparkSessions:
         """The session's Spark settings: the mesh's, then MESH_SPARK_CONF's (which win)."""
         log_config = folder / "log4j2.properties"
         log_config.write_text(_LOG4J2)
+        (folder / "tmp").mkdir(exist_ok=True)  # the JVM's own temporary files, here too
         local = self.master.startswith("local")
         conf = {
             "spark.master": self.master,
@@ -157,7 +158,7 @@ class SparkSessions:
             "spark.sql.warehouse.dir": str(folder / "warehouse"),
             "spark.driver.extraJavaOptions": (
                 f"-Dlog4j2.configurationFile={log_config.as_uri()} "
-                f"-Dderby.system.home={folder / 'derby'}"
+                f"-Dderby.system.home={folder / 'derby'} -Djava.io.tmpdir={folder / 'tmp'}"
             ),
         }
         if local:  # one machine: listen on loopback only, and few shuffle partitions
