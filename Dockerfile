@@ -25,6 +25,15 @@ EXPOSE 8888
 # no fixed login: Jupyter makes a random login token at start and prints the URL with it
 CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.root_dir=/home/datamesh"]
 
+# JupyterHub's single-user server (deploy/k8s/jupyterhub/values.yaml, docs/deploy.md): the jupyter
+# stage plus jupyterhub-singleuser; the hub gives each user's server their own token for the mesh
+# (DATAMESH_TOKEN) and the chart's values the mesh's URL, the user id and a volume for work/
+FROM jupyter AS singleuser
+USER root
+RUN pip install --no-cache-dir --constraint /app/constraints.txt --editable '/app[singleuser]'
+USER datamesh
+CMD ["jupyterhub-singleuser"]
+
 # the services (the last stage: what `docker build .` gives)
 FROM base AS service
 USER datamesh

@@ -20,7 +20,7 @@ from importlib import import_module
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -34,7 +34,7 @@ from shared.governance.quality import Outcome, QualityRun, run_quality
 from shared.security.auth import AuthSettings, ensure_secret, known_scopes, mint_token
 from shared.security.pseudonym import PseudonymSettings, ensure_pseudonym_secret
 from shared.settings import ServiceSettings, database_url_for, migration_database_url_for
-from shared.storage import migrations
+from shared.storage import migrations, sql_port
 from shared.storage.db import connect, grant_service_role, role_of, service_role
 from shared.storage.embedded import EmbeddedPostgres
 from shared.storage.sample_data import load_if_empty, seed_if_empty
@@ -132,8 +132,13 @@ class DomainDatabase:
     migration_url: str
 
     def migrate(self) -> None:
-        """Migrate as the owner, then grant the service's role what it needs, nothing more."""
+        """Migrate as the owner, publish the SQL port again (its views are dropped while the
+        migration runs: they depend on what it may change), then grant the service's role what
+        it needs, nothing more."""
+        asyncio.run(sql_port.withdraw(self.migration_url))
         migrations.upgrade(self.name, self.migration_url)
+        for warning in asyncio.run(sql_port.publish(self.migration_url, domain(self.name))):
+            typer.echo(f"{self.name}: {warning}", err=True)
         role = role_of(self.url)
         if role is None or role == role_of(self.migration_url):
             return  # one URL for both: the service runs as the owner (see docs/security.md)
@@ -532,11 +537,32 @@ def token(
     typer.echo(minted)
 
 
+OnlyDomain = Annotated[
+    str | None,
+    typer.Option("--domain", help=f"One domain only: {', '.join(DOMAINS)} (default: all)."),
+]
+
+
+def _only(name: str | None) -> tuple[str, ...]:
+    """The domains a command works on: the one named by --domain (a usage error if it is not
+    registered), else all; a Kubernetes migration Job names its own, the only database whose
+    URLs it has."""
+    if name is None:
+        return DOMAINS
+    if name not in DOMAINS:
+        raise typer.BadParameter(
+            f"'{name}' is not a domain; known: {', '.join(DOMAINS)}", param_hint="--domain"
+        )
+    return (name,)
+
+
 @cli.command()
-def migrate(data_dir: DataDir = None) -> None:
-    """Migrate every domain database to every head: its own revisions and the framework's
-    (starting embedded ones if needed)."""
-    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve())
+def migrate(only: OnlyDomain = None, data_dir: DataDir = None) -> None:
+    """Migrate every domain database (or the --domain one) to every head: its own revisions and
+    the framework's (starting embedded ones if needed), then grant the service's role; no
+    sample data (the production path: docs/deploy.md)."""
+    names = _only(only)
+    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve(), names)
     try:
         for database in databases:
             database.migrate()
@@ -547,9 +573,11 @@ def migrate(data_dir: DataDir = None) -> None:
 
 
 @cli.command("load-sample")
-def load_sample(data_dir: DataDir = None, as_of: AsOf = None) -> None:
-    """Migrate, then load the sample data into every empty domain database."""
-    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve())
+def load_sample(only: OnlyDomain = None, data_dir: DataDir = None, as_of: AsOf = None) -> None:
+    """Migrate, then load the sample data into every empty domain database (or the --domain
+    one)."""
+    names = _only(only)
+    databases = start_databases((data_dir or ServiceSettings().data_dir).resolve(), names)
     try:
         prepare_databases(databases, _as_of(as_of))
     finally:
@@ -698,11 +726,7 @@ def quality(
 ) -> None:
     """Migrate, run every quality check and print the results; exit 1 if a check failed or
     could not run (warnings pass)."""
-    if only is not None and only not in DOMAINS:
-        raise typer.BadParameter(
-            f"'{only}' is not a domain; known: {', '.join(DOMAINS)}", param_hint="--domain"
-        )
-    names = DOMAINS if only is None else (only,)
+    names = _only(only)
     databases = start_databases((data_dir or ServiceSettings().data_dir).resolve(), names)
     runs: dict[str, QualityRun] = {}
     try:
@@ -721,6 +745,88 @@ def quality(
         raise typer.Exit(1)
 
 
+def _sql_port_urls(name: str, data_dir: Path) -> tuple[str, str]:
+    """The owner's URL of a domain's database and the URL readers reach it at (whose user and
+    password `reader_url` replaces): the configured server (its owner
+    `<DOMAIN>_MIGRATION_DATABASE_URL`), else the embedded one `datamesh up` runs under the data
+    directory, at the port it listens on now."""
+    url = database_url_for(name)
+    if url:
+        return migration_database_url_for(name) or url, url
+    server = EmbeddedPostgres(data_dir / "postgres", name)
+    port = server.running_port()
+    if port is None:
+        typer.echo(
+            f"Error: the {name} database under {data_dir} is not running: start `datamesh up` "
+            "first (its embedded servers listen on a port chosen at each start), or set "
+            f"{name.upper()}_DATABASE_URL",
+            err=True,
+        )
+        raise typer.Exit(1)
+    server.port = port
+    url = server.url(domain(name).database)
+    return url, url
+
+
+def reader_url(base: str, login: str, password: str) -> str:
+    """A postgresql:// URL of the database of `base` (its host, port, database and options)
+    as the login."""
+    parts = urlsplit(base)
+    where = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(login, safe='')}:{quote(password, safe='')}@{where}"
+    return urlunsplit(("postgresql", netloc, parts.path, parts.query, ""))
+
+
+@cli.command("sql-access")
+def sql_access(
+    name: Annotated[str, typer.Option("--domain", help=f"The domain: {', '.join(DOMAINS)}.")],
+    pii: Annotated[
+        bool,
+        typer.Option("--pii", help="Read PII columns in clear (the <domain>_pii_reader group)."),
+    ] = False,
+    login: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="The login (default <domain>_analyst; with --pii <domain>_pii_analyst)."
+        ),
+    ] = None,
+    revoke: Annotated[
+        bool, typer.Option("--revoke", help="Drop the login and end its sessions instead.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a read-only login of a domain's SQL port (docs/sql.md), or rotate its password,
+    and print its connection URL; each run gives a new random password (the old one stops
+    working)."""
+    if name not in DOMAINS:
+        raise typer.BadParameter(
+            f"'{name}' is not a domain; known: {', '.join(DOMAINS)}", param_hint="--domain"
+        )
+    login = login or sql_port.default_login(name, pii=pii)
+    owner, base = _sql_port_urls(name, (data_dir or ServiceSettings().data_dir).resolve())
+    limits = sql_port.LoginLimits.configured()
+    try:
+        if revoke:
+            dropped = asyncio.run(sql_port.revoke_login(owner, name, login))
+            typer.echo(f"dropped the login {login}" if dropped else f"no login {login} to drop")
+            return
+        password = asyncio.run(sql_port.grant_login(owner, name, login, pii=pii, limits=limits))
+    except sql_port.LoginRefused as refused:
+        typer.echo(f"Error: {refused}", err=True)
+        raise typer.Exit(1) from None
+    except (OSError, asyncpg.PostgresError) as failed:
+        typer.echo(f"Error: the {name} database: {type(failed).__name__}: {failed}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(reader_url(base, login, password))
+    typer.echo(
+        f"{login} reads the {name} SQL port (schema {sql_port.SCHEMA}), PII "
+        f"{'in clear' if pii else 'masked'}; statements over "
+        f"{limits.statement_timeout_ms / 1000:g} s are cancelled, {limits.connection_limit} "
+        "connections at most. Its password is new: the previous one no longer works.",
+        err=True,
+    )
+
+
 @cli.command()
 def generate(
     out: Annotated[
@@ -732,8 +838,10 @@ def generate(
     ] = None,
 ) -> None:
     """Write the deployment files that list every domain (docker-compose.yml, .env.example,
-    alembic.ini, deploy/prometheus/prometheus.yml) from the registered domains' declarations. They are build outputs, not
-    committed: run it before `docker compose up` or `alembic`, and after registering a domain."""
+    alembic.ini, deploy/prometheus/prometheus.yml, a Trino catalog per domain in
+    deploy/trino/catalog/, each domain's Kubernetes manifests under deploy/k8s/) from the
+    registered domains' declarations. They are build outputs, not committed: run it before
+    `docker compose up`, `alembic` or `kubectl kustomize`, and after registering a domain."""
     if out is None:
         try:
             out = scaffold.find_root(Path.cwd())

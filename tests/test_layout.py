@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 import services
 from services import DOMAINS, cli
 from services.federation.settings import FederationSettings
-from services.generated import GENERATORS, generated
+from services.generated import GENERATORS, PER_DOMAIN, generated
 from shared.declarations.products import Domain
 from shared.security.auth import known_scopes
 from shared.serving.app import create_domain_app
@@ -130,6 +130,19 @@ GENERATED = (
     "deploy/prometheus/prometheus.yml",
     ".env.example",
     "alembic.ini",
+    "deploy/k8s/base/domains/kustomization.yaml",
+    "deploy/k8s/overlays/local/secrets/kustomization.yaml",
+    "deploy/k8s/overlays/production/secrets/kustomization.yaml",
+    *(f"deploy/trino/catalog/{name}.properties" for name in DOMAINS),
+    # the Kubernetes manifests of each registered domain (tests/test_k8s.py checks them)
+    *(
+        f"deploy/k8s/base/domains/{name}/{file}"
+        for file in (
+            *("kustomization.yaml", "namespace.yaml", "postgres.yaml"),
+            *("migrate.yaml", "api.yaml", "network.yaml"),
+        )
+        for name in DOMAINS
+    ),
 )
 
 
@@ -138,13 +151,20 @@ def generate(*args: str) -> Result:
 
 
 def test_the_generated_files_are_ignored_and_not_committed() -> None:
-    assert tuple(GENERATORS) == GENERATED
+    assert (*GENERATORS, *(p.format(domain=d) for p in PER_DOMAIN for d in DOMAINS)) == GENERATED
     tracked = subprocess.run(
-        ["git", "ls-files", "--", *GENERATED], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "--", *GENERATED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert tracked.stdout == ""
     ignored = subprocess.run(
-        ["git", "check-ignore", "--no-index", *GENERATED], cwd=ROOT, capture_output=True, text=True
+        ["git", "check-ignore", "--no-index", *GENERATED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert ignored.stdout.split() == list(GENERATED)
 
@@ -369,6 +389,20 @@ def test_a_registered_domain_is_picked_up_everywhere(finance: Path) -> None:
     assert '"finance": "http://finance:8003"' in compose
     assert "FINANCE_SERVICE_DB_PASSWORD=\n" in files[".env.example"]
     assert "[finance]\nscript_location = %(here)s/migrations/finance\n" in files["alembic.ini"]
+    assert (
+        "connection-user=${ENV:FINANCE_SQL_USER}\n"
+        in files["deploy/trino/catalog/finance.properties"]
+    )
+    assert "  - finance\n" in files["deploy/k8s/base/domains/kustomization.yaml"]
+    assert (
+        '"finance": "http://finance-api.finance-domain.svc.cluster.local:8003"'
+        in (files["deploy/k8s/base/domains/kustomization.yaml"])
+    )
+    assert (
+        "envs: [finance.env]" in files["deploy/k8s/overlays/production/secrets/kustomization.yaml"]
+    )
+    api = files["deploy/k8s/base/domains/finance/api.yaml"]
+    assert "- finance_domain.app:app" in api and "containerPort: 8003" in api
 
 
 def test_the_command_line_offers_a_registered_domain(finance: Path) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from services import DOMAINS, package, registered
 from services.cli import cli
-from services.generated import GENERATORS
+from services.generated import generated
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,9 +36,12 @@ CONFIG_ASSIGNMENT = re.compile(
     r"""(?P<value>["']?\$\{[^}]*\}["']?|[^\s#,}]*)""",
     re.I,
 )
+# ... or Trino's reference to its environment, `${ENV:VAR}`
 ENV_REFERENCE = re.compile(
-    r"""["']?(\$\{[A-Za-z_][A-Za-z0-9_]*(:?[-?][^}]*)?\}|\$[A-Za-z_]\w*)?["']?"""
+    r"""["']?(\$\{[A-Za-z_][A-Za-z0-9_]*(:?[-?][^}]*)?\}|\$\{ENV:[A-Za-z_]\w*\}|\$[A-Za-z_]\w*)?["']?"""
 )
+# keys whose value names a Kubernetes Secret object (manifests, Helm values), never holds one
+SECRET_REFERENCES = {"secretName", "existingSecret"}
 CONFIG_SUFFIXES = {".yml", ".yaml", ".toml", ".ini", ".cfg", ".conf", ".json", ".properties"}
 CONFIG_NAMES = {"Dockerfile", "Makefile", ".env", "docker-compose.yml"}
 
@@ -58,6 +62,8 @@ def findings(path: Path, text: str) -> list[str]:
         kinds = [kind for kind, pattern in SECRETS.items() if pattern.search(line)]
         if is_config(path):
             for match in CONFIG_ASSIGNMENT.finditer(line):
+                if match["key"] in SECRET_REFERENCES:
+                    continue
                 if not ENV_REFERENCE.fullmatch(match["value"]):
                     kinds.append(f"literal value for {match['key']}")
         found += [f"{path}:{number}: {kind}" for kind in kinds]
@@ -91,13 +97,13 @@ def test_no_tracked_file_holds_a_secret() -> None:
 
 
 def test_no_generated_deployment_file_holds_a_secret(tmp_path: Path) -> None:
-    """docker-compose.yml, .env.example and alembic.ini are not committed (`datamesh generate`
-    writes them): scanned as generated, as configuration files, so that no default password
-    reaches them."""
+    """docker-compose.yml, .env.example, alembic.ini and the Kubernetes manifests are not
+    committed (`datamesh generate` writes them): scanned as generated, as configuration files, so
+    that no default password reaches them."""
     done = CliRunner().invoke(cli, ["generate", "--out", str(tmp_path)])
     assert done.exit_code == 0, done.output
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert written == sorted(GENERATORS)
+    assert written == sorted(generated(registered(), {d: package(d) for d in DOMAINS}))
     found = []
     for name in written:
         assert is_config(Path(name)), name
@@ -125,6 +131,8 @@ def test_no_generated_deployment_file_holds_a_secret(tmp_path: Path) -> None:
         (".env.example", "SALES_DB_" + "PASSWORD=hunter2", "literal value for"),
         ("settings.json", '{"db_' + 'password": "hunter2"}', "literal value for"),
         ("alembic.ini", "jwt_" + "secret = abc", "literal value for"),
+        ("sales.properties", "connection-" + "password=hunter2", "literal value for"),
+        ("values.yaml", "      client_" + "secret: abc", "literal value for"),
     ],
 )
 def test_the_scan_finds_each_kind_of_secret(name: str, line: str, kind: str) -> None:
@@ -142,11 +150,15 @@ def test_the_scan_finds_each_kind_of_secret(name: str, line: str, kind: str) -> 
         ),
         ("docker-compose.yml", "      DATAMESH_JWT_" + "SECRET: ${DATAMESH_JWT_SECRET}"),
         ("docker-compose.yml", "  URL: postgresql://app:${APP_" + "PASSWORD:?set it}@db:5432/app"),
+        ("sales.properties", "connection-" + "password=${ENV:SALES_SQL_PASSWORD}"),
         (".env.example", "SALES_DB_" + "PASSWORD="),
         (".env.example", "DATAMESH_JWT_" + "SECRET="),
         ("Dockerfile", "ENV DB_" + "PASSWORD=$DB_PASSWORD"),
         ("README.md", "set DATAMESH_JWT_" + "SECRET=... in .env"),  # prose, not configuration
         ("shared/security/auth.py", "jwt_secret: SecretStr | None = None"),
+        # the name of a Kubernetes Secret, in a manifest or Helm values
+        ("api.yaml", "          secret" + "Name: database"),
+        ("values.yaml", "  existing" + "Secret: jupyterhub-oidc"),
     ],
 )
 def test_the_scan_lets_references_and_empty_values_pass(name: str, line: str) -> None:

@@ -6,7 +6,7 @@ import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from shared.declarations.products import Domain
@@ -143,20 +143,7 @@ def create_domain_app(
         database: Database = app.state.database
         return database
 
-    @app.get(
-        f"/{domain.name}/readyz",
-        tags=["health"],
-        summary="Readiness",
-        responses={503: problem("The database does not answer or is not migrated.")},
-    )
-    async def readyz(request: Request) -> JSONResponse:
-        """The database answers and is migrated to the newest revision."""
-        state = await database().readiness()
-        if not state["ready"]:
-            raise ServiceUnavailable(
-                f"The {domain.name} database is not ready: {state}.", headers={"Retry-After": "1"}
-            )
-        return JSONResponse(state)
+    app.include_router(readiness_router(domain.name, database))
 
     # fixed paths (metadata, quality, contracts) go before the products: the product router
     # ends with a catch-all that answers unknown products
@@ -169,3 +156,25 @@ def create_domain_app(
     app.include_router(write_router(domain, database, reader), dependencies=readers)
     app.include_router(product_router(domain, reader), dependencies=readers)
     return app
+
+
+def readiness_router(name: str, database: Callable[[], Database]) -> APIRouter:
+    """`GET /<domain>/readyz`: the database answers and is migrated to the newest revision."""
+    router = APIRouter()
+
+    @router.get(
+        f"/{name}/readyz",
+        tags=["health"],
+        summary="Readiness",
+        responses={503: problem("The database does not answer or is not migrated.")},
+    )
+    async def readyz() -> JSONResponse:
+        """The database answers and is migrated to the newest revision."""
+        state = await database().readiness()
+        if not state["ready"]:
+            raise ServiceUnavailable(
+                f"The {name} database is not ready: {state}.", headers={"Retry-After": "1"}
+            )
+        return JSONResponse(state)
+
+    return router

@@ -109,6 +109,16 @@ class EmbeddedPostgres:
         except (FileNotFoundError, IndexError, ValueError):
             return None
 
+    def running_port(self) -> int | None:
+        """The port the running server listens on (its postmaster.pid says), or None if it
+        is not running."""
+        if not self.running():
+            return None
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().splitlines()[3])
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+
     def running(self) -> bool:
         """Whether the server's postmaster process is alive (after a crash its postmaster.pid
         is left behind, naming a process that is gone)."""
