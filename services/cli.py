@@ -15,6 +15,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import import_module
 from pathlib import Path
 from types import FrameType
@@ -270,6 +271,24 @@ def prepare_databases(databases: list[DomainDatabase], as_of: dt.date) -> None:
         typer.echo(f"  {database.name:<10} migrated; {state}")
 
 
+class MeshEngine(StrEnum):
+    """What computes the mesh's metrics (docs/mesh.md, "Engines")."""
+
+    DUCKDB = "duckdb"
+    SPARK = "spark"
+
+
+def _mesh_engine_env(engine: MeshEngine, lake: str | None) -> dict[str, str]:
+    """The mesh's engine settings: MESH_ENGINE, and on Spark MESH_LAKE_URL (a local path made
+    absolute; default ./lake, where `datamesh lake export --to ./lake` writes)."""
+    if engine is MeshEngine.DUCKDB:
+        return {"MESH_ENGINE": engine.value}
+    url = lake or "./lake"
+    if "://" not in url:
+        url = str(Path(url).expanduser().resolve())
+    return {"MESH_ENGINE": engine.value, "MESH_LAKE_URL": url}
+
+
 @cli.command()
 @_with_port_options
 def up(
@@ -290,6 +309,21 @@ def up(
             min=1, help="Worker processes per service, sharing its port (docs/operations.md)."
         ),
     ] = 1,
+    engine: Annotated[
+        MeshEngine,
+        typer.Option(
+            envvar="MESH_ENGINE",
+            help="What computes the mesh's metrics: duckdb (in process, reading the domains "
+            "over HTTP) or spark (Apache Spark over the lake's snapshots; docs/mesh.md).",
+        ),
+    ] = MeshEngine.DUCKDB,
+    lake: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MESH_LAKE_URL",
+            help="The lake the spark engine reads: a path or s3://bucket/prefix (default ./lake).",
+        ),
+    ] = None,
     **port_options: int,  # --port-<service> for every service: see _with_port_options
 ) -> None:
     """Start every domain's database, migrate, load sample data if empty, serve everything."""
@@ -320,6 +354,7 @@ def up(
         }
         database_urls = {d.name: {f"{d.name.upper()}_DATABASE_URL": d.url} for d in databases}
         env["MESH_DOMAINS"] = "{" + ", ".join(f'"{n}": "{base[n]}"' for n in DOMAINS) + "}"
+        mesh_env = _mesh_engine_env(engine, lake)
         auth = AuthSettings(data_dir=root)
         if not (auth.jwt_secret or auth.jwt_secret_file or auth.jwks_url or auth.jwks_file):
             env["DATAMESH_JWT_SECRET_FILE"] = str(ensure_secret(root))
@@ -346,13 +381,18 @@ def up(
                     "--workers",
                     str(workers),
                 ],
-                env=env | database_urls.get(name, {}),
+                env=env | database_urls.get(name, {}) | (mesh_env if name == "mesh" else {}),
                 start_new_session=True,
             )
         _wait_ready(base, processes, lambda: stopping)
         typer.echo(f"\nDataMesh is up in {time.monotonic() - started:.1f}s:")
         for name in ("mesh", *DOMAINS):
             typer.echo(f"  {name:<10} {base[name]}/{name}/    docs: {base[name]}/{name}/docs")
+        if engine is MeshEngine.SPARK:
+            typer.echo(
+                f"The mesh computes on Spark over the lake {mesh_env['MESH_LAKE_URL']} "
+                "(the latest snapshot of each product: `datamesh lake export` writes them)."
+            )
         if admin_token:
             typer.echo("\nAn admin token (8 hours; `datamesh token --help` mints others):")
             typer.echo(f"  export TOKEN={admin_token}")

@@ -12,13 +12,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 import psycopg
 import pytest
 
-from services import DOMAINS
+from services import DOMAINS, cli
 from shared.storage.embedded import free_port
 
 DATAMESH = str(Path(sys.executable).parent / "datamesh")
@@ -167,6 +168,31 @@ def test_up_refuses_a_bad_port_as_a_usage_error_before_starting_anything(
     assert refused.returncode == 2
     assert f"Invalid value for --port: {error}" in refused.stderr
     assert not (tmp_path / "data").exists()  # nothing started, nothing written
+
+
+def test_up_refuses_an_unknown_engine_before_starting_anything(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [DATAMESH, "up", "--data-dir", str(tmp_path / "data"), "--engine", "trino"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ | {"COLUMNS": "1000", "NO_COLOR": "1"},
+    )
+    assert refused.returncode == 2
+    assert "Invalid value for '--engine'" in refused.stderr and "duckdb" in refused.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_up_gives_the_mesh_its_engine_and_lake(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli._mesh_engine_env(cli.MeshEngine.DUCKDB, None) == {"MESH_ENGINE": "duckdb"}
+    assert cli._mesh_engine_env(cli.MeshEngine.SPARK, None) == {
+        "MESH_ENGINE": "spark",
+        "MESH_LAKE_URL": str(tmp_path.resolve() / "lake"),  # where `lake export --to ./lake` writes
+    }
+    assert cli._mesh_engine_env(cli.MeshEngine.SPARK, "s3://bucket/lake")["MESH_LAKE_URL"] == (
+        "s3://bucket/lake"
+    )
 
 
 def test_up_serves_every_domain_and_stops_cleanly(tmp_path: Path) -> None:

@@ -309,7 +309,8 @@ async def test_cors_answers_a_configured_origin_only() -> None:
     assert "access-control-allow-credentials" not in read.headers
     assert read.headers["access-control-expose-headers"] == (
         "Content-Range, Content-Disposition, Link, Location, Preference-Applied, Retry-After, "
-        "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, ETag, Idempotent-Replayed"
+        "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, ETag, Idempotent-Replayed, "
+        "DataMesh-Engine, DataMesh-Snapshots, DataMesh-Snapshot-Age-Seconds"
     )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "https://notebooks.example"

@@ -167,7 +167,9 @@ async def test_no_label_carries_a_raw_path_a_query_value_or_pii(sales: httpx.Asy
     assert "/sales/v1/customers/{customer_id}" in routes
     for route in routes - {"unmatched"}:
         for segment in route.split("/")[1:]:
-            assert re.fullmatch(r"[a-z][a-z0-9_.-]*(:batch)?|\d+\.\d+\.\d+|\{[a-z_:]+\}", segment), route
+            assert re.fullmatch(
+                r"[a-z][a-z0-9_.-]*(:batch)?|\d+\.\d+\.\d+|\{[a-z_:]+\}", segment
+            ), route
 
 
 async def test_the_pool_and_the_products_state_are_exported(

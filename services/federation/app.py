@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.federation.catalog import catalog, metric_entry, quality_overview
-from services.federation.compute import compute
+from services.federation.engines import Engine, engine_for
 from services.federation.fetch import DomainRegistry, Period, ServiceToken
 from services.federation.metrics import METRICS, Metric
 from services.federation.settings import RATE_LIMIT_PER_MINUTE, SERVICE, FederationSettings
@@ -28,6 +28,8 @@ from shared.settings import ServiceSettings
 # the days a period may name: business dates (a date past these is a typo, and the day after
 # 9999-12-31 does not exist)
 PERIOD_RANGE = (dt.date(1900, 1, 1), dt.date(2199, 12, 31))
+
+_KEEPALIVE_SECONDS = 2.0
 
 _YEARS = r"^(?:19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}$"
 _PERIOD_PARAMETERS = (
@@ -54,7 +56,11 @@ _UPSTREAM_FAILURES: dict[int | str, dict[str, Any]] = {
         "A domain the metric reads refused more reads on this caller's behalf (its rate limit "
         "per caller); retry after `Retry-After` seconds."
     ),
-    503: problem("A domain the metric reads is unreachable or failing; the problem names it."),
+    503: problem(
+        "A domain the metric reads is unreachable or failing; the problem names it. On the "
+        "Spark engine: `engine_unavailable` (Spark cannot start or the query failed), "
+        "`no_snapshot` or `invalid_snapshot` (an input's snapshot in the lake), naming it."
+    ),
     504: problem("A domain the metric reads did not answer in time; the problem names it."),
 }
 
@@ -103,20 +109,37 @@ def create_app(
     settings: FederationSettings | None = None,
     mesh_settings: ServiceSettings | None = None,
     auth: AuthSettings | None = None,
+    engine: Engine | None = None,
 ) -> FastAPI:
-    """The mesh app, federating the domains named in its settings."""
+    """The mesh app, federating the domains named in its settings; its metrics computed by
+    `engine` (default: the one its settings name, MESH_ENGINE)."""
     settings = settings or FederationSettings()
     mesh_settings = mesh_settings or ServiceSettings()
     auth = auth or AuthSettings()
+
+    def registry() -> DomainRegistry:
+        current: DomainRegistry = app.state.registry
+        return current
+
+    computing = engine or engine_for(settings, registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout = httpx.Timeout(
             settings.read_timeout_seconds, connect=settings.connect_timeout_seconds
         )
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        # an idle connection is dropped well before a domain closes it (uvicorn: after 5 s),
+        # so that a read is never sent on a connection the domain is closing (a ReadError)
+        limits = httpx.Limits(keepalive_expiry=_KEEPALIVE_SECONDS)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
             app.state.registry = DomainRegistry(settings, client, ServiceToken(settings, auth))
-            yield
+            warming = asyncio.create_task(computing.start())
+            try:
+                yield
+            finally:
+                warming.cancel()
+                await asyncio.gather(warming, return_exceptions=True)
+                await computing.close()
 
     app = service_app(
         SERVICE,
@@ -130,10 +153,6 @@ def create_app(
         auth=auth,
         settings=mesh_settings,
     )
-
-    def registry() -> DomainRegistry:
-        current: DomainRegistry = app.state.registry
-        return current
 
     @app.get(
         "/mesh/readyz",
@@ -180,15 +199,23 @@ def create_app(
 
     @router.get("/mesh/v1/metrics", tags=["catalogue"], summary="List metrics")
     async def list_metrics() -> JSONResponse:
-        """The mesh's metrics: description, output columns and the domain products they read."""
-        return JSONResponse([metric_entry(m) for m in METRICS])
+        """The mesh's metrics: description, output columns and the domain products they read;
+        the engine that computes them and what each reads now (`lineage`: over HTTP, or on
+        Spark the latest snapshot of each input in the lake, with its age)."""
+        entries = []
+        for metric in METRICS:
+            entry = metric_entry(metric)
+            entry["engine"] = computing.name
+            entry["lineage"] = await computing.lineage(metric)
+            entries.append(entry)
+        return JSONResponse(entries)
 
     for metric in METRICS:
         add_read_routes(
             router,
             SERVICE,
             metric.product,
-            _metric_handler(metric, registry, mesh_settings),
+            _metric_handler(metric, computing, mesh_settings),
             origin="computed by the mesh from "
             + ", ".join(f"`{lineage}`" for lineage in sorted({i.lineage for i in metric.inputs})),
             parameters=_PERIOD_PARAMETERS,
@@ -207,9 +234,7 @@ def create_app(
     return app
 
 
-def _metric_handler(
-    metric: Metric, registry: Callable[[], DomainRegistry], settings: ServiceSettings
-) -> Handler:
+def _metric_handler(metric: Metric, engine: Engine, settings: ServiceSettings) -> Handler:
     async def read(request: Request) -> Response:
         principal = principal_of(request)
         for scope in metric.scopes:
@@ -226,9 +251,11 @@ def _metric_handler(
         period, params = parse_period(request.query_params.multi_items())
         # a metric has no PII column; were one declared, it would be masked for everyone
         read = parse_request(request, metric.product, settings, pii_scope=None, params=params)
-        inputs = await registry().fetch_all(metric.inputs, period, caller=principal.subject)
-        table = await asyncio.to_thread(compute, metric, inputs, period)
-        return await respond(request, read, TableRows(table, metric.product.columns), settings)
+        answer = await engine.answer(metric, period, principal.subject)
+        rows = TableRows(answer.table, metric.product.columns)
+        response = await respond(request, read, rows, settings)
+        response.headers.update(answer.headers())
+        return response
 
     return read
 

@@ -25,8 +25,13 @@ def compute(metric: Metric, inputs: dict[str, pa.Table], period: Period) -> pa.T
             if f"${name}" in metric.sql
         }
         result: pa.Table = connection.sql(metric.sql, params=parameters or None).to_arrow_table()
-        return result.select(list(metric.product.column_names)).cast(
-            arrow_schema(metric.product.columns)
-        )
+        return typed(metric, result)
     finally:
         connection.close()
+
+
+def typed(metric: Metric, result: pa.Table) -> pa.Table:
+    """An engine's result as the metric declares it: its columns, in order, of their types."""
+    return result.select(list(metric.product.column_names)).cast(
+        arrow_schema(metric.product.columns)
+    )

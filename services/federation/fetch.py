@@ -97,6 +97,12 @@ class Input:
         """`domain/product`, as the metric catalogue names its inputs."""
         return f"{self.domain}/{self.product}"
 
+    def row_filters(self, period: Period) -> list[tuple[str, str]]:
+        """The rows the input reads, as PostgREST filters (`column`, `op.value`): its own and
+        the period's. Both engines read these rows: pushed to the domain over HTTP, or applied
+        to the lake's snapshot on Spark."""
+        return [*self.filters, *_period_filters(self, period)]
+
 
 class ServiceToken:
     """The mesh's own token for reading the domains: MESH_SERVICE_TOKEN if set, else minted
@@ -171,8 +177,7 @@ class DomainRegistry:
     async def fetch(self, source: Input, period: Period, caller: str | None = None) -> pa.Table:
         """The input's rows as an Arrow table, its filters and columns pushed to the domain,
         read on behalf of `caller` (the end user's token subject)."""
-        params: list[tuple[str, str]] = [("select", ",".join(source.columns)), *source.filters]
-        params.extend(_period_filters(source, period))
+        params = [("select", ",".join(source.columns)), *source.row_filters(period)]
         began = time.perf_counter()
         path = await self.product_path(source.domain, source.product, caller)
         response = await self._request(

@@ -1,5 +1,6 @@
 """The mesh's cross-domain metrics: each declares its inputs (lineage), its output columns and
-one DuckDB statement over the named inputs.
+one DuckDB statement over the named inputs (the Spark engine runs that same statement,
+translated by sqlglot: services/federation/dialect.py).
 
 Shared meanings:
 - A customer *matches* a Converted lead when their emails are equal trimmed and lower-cased.
@@ -52,10 +53,13 @@ class Metric:
 
 
 # DuckDB macros every metric may use: exact ratios on integer cents, rounded half away from 0.
+# Integer arithmetic only (no sign(), which is a float on Spark): the Spark engine expands each
+# call in place (services/federation/dialect.py), so both engines run these same definitions.
 MACROS = (
     "CREATE MACRO cents(x) AS CAST(round(x * 100) AS HUGEINT)",
     "CREATE MACRO round_div(n, d) AS CASE WHEN d = 0 THEN NULL "
-    "ELSE sign(n) * sign(d) * ((2 * abs(n) + abs(d)) // (2 * abs(d))) END",
+    "WHEN (n < 0) = (d < 0) THEN (2 * abs(n) + abs(d)) // (2 * abs(d)) "
+    "ELSE -((2 * abs(n) + abs(d)) // (2 * abs(d))) END",
     "CREATE MACRO hundredths(h) AS CAST(CAST(h AS DECIMAL(18, 0)) * 0.01 AS DECIMAL(18, 2))",
 )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services import registered
@@ -47,3 +49,32 @@ class FederationSettings(BaseSettings):
     service_token: SecretStr | None = Field(
         None, description="The mesh's token for the domains (else minted from the local secret)."
     )
+    # the engine that computes the metrics (docs/mesh.md, "Engines"): the in-process DuckDB over
+    # the products read over HTTP, or Apache Spark over the domains' lake snapshots
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb", description="duckdb (default: HTTP reads, in-process) or spark (the lake)."
+    )
+    lake_url: str | None = Field(
+        None,
+        description="The lake the Spark engine reads: a local path or s3://bucket/prefix, laid "
+        "out <lake>/<domain>/<product>/v<version>/snapshot=<id>/ with a _latest pointer.",
+    )
+    spark_master: str = Field(
+        "local[*]", description="Spark's master: local[N], spark://host:port or k8s://..."
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="More Spark settings (JSON in MESH_SPARK_CONF), e.g. the driver's memory "
+        "or s3a's endpoint and credentials; they win over the mesh's own.",
+    )
+    spark_local_dir: str | None = Field(
+        None,
+        description="Spark's scratch and warehouse directory (default: a temporary directory "
+        "of the mesh's process, removed when it stops).",
+    )
+
+    @model_validator(mode="after")
+    def _spark_needs_a_lake(self) -> FederationSettings:
+        if self.engine == "spark" and not self.lake_url:
+            raise ValueError("MESH_ENGINE=spark reads the lake: set MESH_LAKE_URL")
+        return self

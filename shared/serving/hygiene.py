@@ -53,6 +53,10 @@ EXPOSED_HEADERS = [
     "RateLimit-Reset",
     "ETag",  # writes (shared.writing.routes): a row's entity tag, whether a response is replayed
     "Idempotent-Replayed",
+    # the mesh's answers: the engine that computed them, the lake snapshots read, their age
+    "DataMesh-Engine",
+    "DataMesh-Snapshots",
+    "DataMesh-Snapshot-Age-Seconds",
 ]
 # the framework's own OpenAPI tags; any other tag of a route is the product it reads
 _FRAMEWORK_TAGS = {"health", "catalogue", "quality", "contracts"}

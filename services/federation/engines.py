@@ -1,0 +1,103 @@
+"""The engines that compute a metric (MESH_ENGINE): the in-process DuckDB over the products read
+over HTTP (the default), or Apache Spark over the domains' lake snapshots
+(services/federation/spark.py). Both run the metric's one statement and answer an Arrow table
+typed as the metric declares; the HTTP API is the same whichever answers (docs/mesh.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from services.federation.compute import compute
+from services.federation.fetch import DomainRegistry, Period
+from services.federation.lake import Snapshot
+from services.federation.metrics import Metric
+from services.federation.settings import FederationSettings
+
+# the headers of every metric's answer: the engine that computed it, and on Spark the snapshots
+# it read (`domain/product/v<version>=<id>`, comma-separated) and the oldest one's age
+ENGINE_HEADER = "DataMesh-Engine"
+SNAPSHOTS_HEADER = "DataMesh-Snapshots"
+SNAPSHOT_AGE_HEADER = "DataMesh-Snapshot-Age-Seconds"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A metric's rows and where they came from."""
+
+    table: pa.Table
+    engine: str
+    snapshots: tuple[Snapshot, ...] = ()
+
+    def headers(self, now: dt.datetime | None = None) -> dict[str, str]:
+        """The engine that answered; on Spark, the snapshots it read and how old the oldest is."""
+        headers = {ENGINE_HEADER: self.engine}
+        if self.snapshots:
+            headers[SNAPSHOTS_HEADER] = ", ".join(s.lineage for s in self.snapshots)
+            ages = [a for a in (s.age_seconds(now) for s in self.snapshots) if a is not None]
+            if ages:
+                headers[SNAPSHOT_AGE_HEADER] = str(max(ages))
+        return headers
+
+
+class Engine(Protocol):
+    """What computes the metrics."""
+
+    name: str
+
+    async def answer(self, metric: Metric, period: Period, caller: str | None) -> Answer:
+        """The metric's rows over the period, read on behalf of `caller`."""
+        ...
+
+    async def lineage(self, metric: Metric) -> list[dict[str, Any]]:
+        """What the metric reads now, one entry per input product (the metric catalogue)."""
+        ...
+
+    async def start(self) -> None:
+        """Get ready to answer (in the background: the first answer waits if it must)."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the engine holds."""
+        ...
+
+
+class DuckDBEngine:
+    """The default: each input fetched from its domain over HTTP, joined in DuckDB."""
+
+    name = "duckdb"
+
+    def __init__(self, registry: Callable[[], DomainRegistry]):
+        self._registry = registry
+
+    async def answer(self, metric: Metric, period: Period, caller: str | None) -> Answer:
+        inputs = await self._registry().fetch_all(metric.inputs, period, caller=caller)
+        return Answer(await asyncio.to_thread(compute, metric, inputs, period), self.name)
+
+    async def lineage(self, metric: Metric) -> list[dict[str, Any]]:
+        return [{"input": lineage, "read": "http"} for lineage in input_products(metric)]
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def input_products(metric: Metric) -> list[str]:
+    """The products the metric reads, `domain/product`, each once, sorted."""
+    return sorted({i.lineage for i in metric.inputs})
+
+
+def engine_for(settings: FederationSettings, registry: Callable[[], DomainRegistry]) -> Engine:
+    """The engine MESH_ENGINE names (Spark's module, and pyspark, loaded only when asked for)."""
+    if settings.engine == "spark":
+        from services.federation.spark import SparkEngine
+
+        return SparkEngine(settings)
+    return DuckDBEngine(registry)
