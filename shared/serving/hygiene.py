@@ -548,25 +548,25 @@ def _measure(
     route = scope.get("route")
     template = getattr(route, "path", None) or "unmatched"
     method, status = scope["method"], response.status
-    metrics.HTTP_REQUESTS.labels(service, template, method, str(status)).inc()
-    metrics.HTTP_DURATION.labels(service, template, method).observe(seconds)
+    metrics.child(metrics.HTTP_REQUESTS, service, template, method, str(status)).inc()
+    metrics.child(metrics.HTTP_DURATION, service, template, method).observe(seconds)
     product = entry["product"]
     if product is None or status >= 400 or not status:
         if product is not None and status >= 400 and _is_write(route):
             reason = str(scope.get(PROBLEM_CODE) or status)
-            metrics.WRITES.labels(service, product, _operation(route), "refused").inc()
-            metrics.WRITE_REFUSALS.labels(service, product, reason).inc()
+            metrics.child(metrics.WRITES, service, product, _operation(route), "refused").inc()
+            metrics.child(metrics.WRITE_REFUSALS, service, product, reason).inc()
         return
     if _is_write(route):
         replayed = response.headers.get("idempotent-replayed") == "true"
         outcome = "replayed" if replayed else "accepted"
-        metrics.WRITES.labels(service, product, _operation(route), outcome).inc()
+        metrics.child(metrics.WRITES, service, product, _operation(route), outcome).inc()
     elif method in ("GET", "HEAD"):
         media = response.headers.get("content-type", "").split(";")[0].strip()
         kind = _FORMATS.get(media)
         if kind is not None:
-            metrics.ROWS_SERVED.labels(service, product, kind).inc(entry["rows"] or 0)
-            metrics.BYTES_SERVED.labels(service, product, kind).inc(entry["bytes"])
+            metrics.child(metrics.ROWS_SERVED, service, product, kind).inc(entry["rows"] or 0)
+            metrics.child(metrics.BYTES_SERVED, service, product, kind).inc(entry["bytes"])
 
 
 def _is_write(route: Any) -> bool:
