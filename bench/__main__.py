@@ -5,6 +5,8 @@ Builds the bench data once if absent (`datamesh seed`, scales 1, 10 and 50,000, 
 
 - startup: `datamesh up` on a fresh data directory, to ready;
 - reads: our reads against B0, the floor (bench/b0.py), loaded by wrk, interleaved;
+- metrics: the same kind of reads with the services' metrics on and off, interleaved, and on
+  while /metrics is scraped every second;
 - seed: the seed's notebook recipes against the mesh's metrics;
 - export: a whole product into a DataFrame, JSON pages against the streamed formats;
 - growth: the same reads at scale 1, 10 and the bench scale;
@@ -22,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import exports, floor, growth, recipes, startup
+from bench import exports, floor, growth, metrics_cost, recipes, startup
 from bench.harness import (
     ROOT,
     BenchError,
@@ -35,7 +37,7 @@ from bench.harness import (
 )
 from bench.report import Section, render
 
-SECTIONS = ("startup", "reads", "seed", "export", "growth")
+SECTIONS = ("startup", "reads", "metrics", "seed", "export", "growth")
 GROWTH_SCALES = (1, 10)
 
 
@@ -49,7 +51,9 @@ def options(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="fewer repetitions, shorter wrk runs (development)"
     )
     parser.add_argument(
-        "--reps", type=int, help="repetitions of every measurement (default 3; --quick: 1-2)"
+        "--reps",
+        type=int,
+        help="repetitions of every measurement (default 3, the metrics section 6; --quick: 1-2)",
     )
     parser.add_argument(
         "--duration", type=float, help="seconds per wrk run (default 5; --quick: 2)"
@@ -86,6 +90,7 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     quick = args.quick
     args.duration = args.duration or (2.0 if quick else 5.0)
     args.read_reps = args.reps or (2 if quick else 3)
+    args.metrics_reps = args.reps or (2 if quick else 6)  # small differences: more repetitions
     args.heavy_reps = args.reps or (1 if quick else 3)  # the seed's way, exports, startup
     args.growth_reps = args.reps or (2 if quick else 3)
     return args
@@ -94,7 +99,7 @@ def options(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = options(argv)
     wanted = args.sections
-    if "reads" in wanted:
+    if {"reads", "metrics"} & set(wanted):
         require_wrk()
     root = args.data_dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -131,6 +136,14 @@ def main(argv: list[str] | None = None) -> int:
                     by_scale[args.scale], sizes[args.scale] = growth.measure(
                         mesh, token, reps=args.growth_reps
                     )
+        if "metrics" in wanted:  # starts two meshes of its own, side by side
+            done["metrics"] = metrics_cost.run(
+                root,
+                args.scale,
+                reps=args.metrics_reps,
+                seconds=args.duration,
+                connections=args.connections,
+            )
         if "growth" in wanted:
             for scale in GROWTH_SCALES:
                 data = bench_data(root, scale)

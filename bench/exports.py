@@ -8,6 +8,7 @@ import gc
 import io
 import time
 from collections.abc import Callable
+from urllib.parse import urljoin
 
 import orjson
 import pandas as pd
@@ -42,7 +43,9 @@ def json_pages(base: str, token: str) -> tuple[pd.DataFrame, int, float]:
             download += time.perf_counter() - started
             size += len(response.content)
             frames.append(pd.DataFrame(orjson.loads(response.content)))
-            url = response.links.get("next", {}).get("url")
+            following = response.links.get("next", {}).get("url")
+            # the link is relative unless DATAMESH_PUBLIC_URL is set (docs/reading.md)
+            url = urljoin(str(response.url), following) if following else None
     return pd.concat(frames, ignore_index=True), size, download
 
 
