@@ -1,8 +1,8 @@
 """The mesh on Spark (MESH_ENGINE=spark) gives the same answers as the mesh on DuckDB, to the
 byte: every metric, with and without a period, on the sample, on the second data set built to
 corner the definitions (tests/mesh_dataset.py) and at scale 10, each Spark mesh reading a fresh
-export of the same domains to a lake (tests/lake_snapshots.py) while its DuckDB twin reads them
-over HTTP. The same grammar and formats on Spark's answers; the headers and the metric
+export of the same domains' databases to a lake (`datamesh lake export`'s export_domain) while
+its DuckDB twin reads them over HTTP. The same grammar and formats on Spark's answers; the headers and the metric
 catalogue name the engine and the snapshots read, and how old they are; a missing, unreadable
 or broken snapshot and a Spark that cannot start are 503 problems naming them.
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from decimal import Decimal
@@ -34,17 +36,20 @@ from services.federation.dialect import parameters, spark_sql
 from services.federation.lake import Lake, NoSnapshot
 from services.federation.metrics import MACROS, METRICS
 from services.federation.settings import FederationSettings
-from services.federation.spark import SparkEngine, SparkSessions
+from services.federation.spark import SparkEngine, SparkSessions, s3a_conf
 from services.marketing import scale as marketing_scale
 from services.sales import scale as sales_scale
+from shared.publishing.lake import Lake as LakeStore
+from shared.publishing.lake import export_domain, pseudonym_key
 from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
 from shared.storage.sample_data import seed_if_empty
-from tests import lake_snapshots, mesh_dataset
-from tests.conftest import AS_OF, app_client, create_database, mesh_client, owner_url
+from tests import mesh_dataset
+from tests.conftest import AS_OF, app_client, create_database, mesh_client, owner_url, token
 from tests.mesh_oracle import METRIC_NAMES
 from tests.postgres import PostgresServer
 from tests.servers import served
+from tests.test_lake import lake_doc_blocks
 from tests.test_mesh_metrics import ALT_PERIODS, SAMPLE_PERIODS, assert_problem, period_params
 
 pytestmark = pytest.mark.spark
@@ -129,18 +134,24 @@ def seeded_databases(servers: dict[str, PostgresServer], suffix: str) -> dict[st
 
 
 @pytest.fixture(scope="module")
-def served_domains(
-    domain_urls: dict[str, str],
-    postgres_servers: dict[str, PostgresServer],
-    settings: ServiceSettings,
-) -> Iterator[dict[str, dict[str, str]]]:
-    """Each data set's domain services on real HTTP ports: the sample (the session's), the
-    second data set and scale 10 (databases of their own)."""
+def datasets(
+    database_urls: dict[str, str], postgres_servers: dict[str, PostgresServer]
+) -> dict[str, dict[str, str]]:
+    """Each data set's domain databases: the sample (the session's), the second data set and
+    scale 10 (databases of their own)."""
     alt = {
         name: create_database(postgres_servers, name, f"{name}_spark_alt", mesh_dataset.rows(name))
         for name in DOMAINS
     }
     scaled = seeded_databases(postgres_servers, "spark_scale")
+    return {"sample": database_urls, "alt": alt, "scale": scaled}
+
+
+@pytest.fixture(scope="module")
+def served_domains(
+    datasets: dict[str, dict[str, str]], domain_urls: dict[str, str], settings: ServiceSettings
+) -> Iterator[dict[str, dict[str, str]]]:
+    """Each data set's domain services on real HTTP ports (the sample's: the session's)."""
     with ExitStack() as stack:
 
         def serve(urls: dict[str, str]) -> dict[str, str]:
@@ -151,11 +162,33 @@ def served_domains(
                 for name, url in urls.items()
             }
 
-        yield {"sample": domain_urls, "alt": serve(alt), "scale": serve(scaled)}
+        yield {
+            "sample": domain_urls,
+            "alt": serve(datasets["alt"]),
+            "scale": serve(datasets["scale"]),
+        }
+
+
+async def export(
+    databases: dict[str, str], lake: Path, *, skip: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Every product of every domain exported to the lake as `datamesh lake export` does (but
+    the `domain/product`s in `skip`); the snapshot id of each `domain/product`."""
+    store = LakeStore.at(str(lake))
+    written = {}
+    for name, url in databases.items():
+        declared = domain(name)
+        chosen = [p for p in declared.products if f"{name}/{p.name}" not in skip]
+        for done in await export_domain(
+            declared, url, store, products=chosen, pseudonym=pseudonym_key(declared)
+        ):
+            written[f"{name}/{done.product.name}"] = done.snapshot_id
+    return written
 
 
 @pytest.fixture(scope="module")
 async def twins(
+    datasets: dict[str, dict[str, str]],
     served_domains: dict[str, dict[str, str]],
     sessions: SparkSessions,
     tmp_path_factory: pytest.TempPathFactory,
@@ -165,7 +198,7 @@ async def twins(
         pairs = {}
         for dataset, domains in served_domains.items():
             lake = tmp_path_factory.mktemp(f"lake-{dataset}")
-            exported = await asyncio.to_thread(lake_snapshots.export, domains, lake)
+            exported = await export(datasets[dataset], lake)
             duckdb = await stack.enter_async_context(mesh_client(domains))
             spark = await stack.enter_async_context(spark_mesh(domains, lake, sessions))
             pairs[dataset] = Twins(duckdb, spark, lake, exported)
@@ -347,11 +380,18 @@ async def test_the_metric_catalogue_says_what_each_engine_reads(twins: dict[str,
 
 
 async def test_an_old_snapshot_says_how_old(
-    served_domains: dict[str, dict[str, str]], sessions: SparkSessions, tmp_path: Path
+    served_domains: dict[str, dict[str, str]],
+    database_urls: dict[str, str],
+    sessions: SparkSessions,
+    tmp_path: Path,
 ) -> None:
     domains = served_domains["sample"]
+    exported = await export(database_urls, tmp_path)
     day_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    await asyncio.to_thread(lake_snapshots.export, domains, tmp_path, created_at=day_ago)
+    for lineage, snapshot in exported.items():  # as if exported a day ago
+        manifest = tmp_path / lineage / "v1" / f"snapshot={snapshot}" / "_manifest.json"
+        written = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps(written | {"created_at": day_ago.isoformat()}))
     async with spark_mesh(domains, tmp_path, sessions) as mesh:
         response = await mesh.get("/mesh/v1/customer-acquisition-cost")
     assert response.status_code == 200, response.text
@@ -359,14 +399,17 @@ async def test_an_old_snapshot_says_how_old(
 
 
 async def test_the_newest_snapshot_is_read(
-    served_domains: dict[str, dict[str, str]], sessions: SparkSessions, tmp_path: Path
+    served_domains: dict[str, dict[str, str]],
+    database_urls: dict[str, str],
+    sessions: SparkSessions,
+    tmp_path: Path,
 ) -> None:
     """A second export moves every pointer; the mesh reads the new snapshots at once."""
     domains = served_domains["sample"]
-    old = await asyncio.to_thread(lake_snapshots.export, domains, tmp_path)
+    old = await export(database_urls, tmp_path)
     async with spark_mesh(domains, tmp_path, sessions) as mesh:
         first = await mesh.get("/mesh/v1/campaign-roi")
-        new = await asyncio.to_thread(lake_snapshots.export, domains, tmp_path)
+        new = await export(database_urls, tmp_path)
         second = await mesh.get("/mesh/v1/campaign-roi")
     assert first.status_code == second.status_code == 200
     assert (
@@ -384,10 +427,13 @@ async def test_the_newest_snapshot_is_read(
 
 
 async def test_a_missing_snapshot_is_a_503_naming_the_input(
-    served_domains: dict[str, dict[str, str]], sessions: SparkSessions, tmp_path: Path
+    served_domains: dict[str, dict[str, str]],
+    database_urls: dict[str, str],
+    sessions: SparkSessions,
+    tmp_path: Path,
 ) -> None:
     domains = served_domains["sample"]
-    await asyncio.to_thread(lake_snapshots.export, domains, tmp_path, skip=("sales/order-items",))
+    await export(database_urls, tmp_path, skip=("sales/order-items",))
     async with spark_mesh(domains, tmp_path, sessions) as mesh:
         missing = await mesh.get("/mesh/v1/product-campaign-correlation")
         assert_problem(
@@ -414,12 +460,15 @@ async def test_a_missing_snapshot_is_a_503_naming_the_input(
 
 
 async def test_a_pointer_to_a_half_written_snapshot_is_a_503(
-    served_domains: dict[str, dict[str, str]], sessions: SparkSessions, tmp_path: Path
+    served_domains: dict[str, dict[str, str]],
+    database_urls: dict[str, str],
+    sessions: SparkSessions,
+    tmp_path: Path,
 ) -> None:
     """A pointer naming a snapshot without its manifest (never done by the exporter, which
     writes the pointer last) is not read."""
     domains = served_domains["sample"]
-    exported = await asyncio.to_thread(lake_snapshots.export, domains, tmp_path)
+    exported = await export(database_urls, tmp_path)
     campaigns = tmp_path / "marketing" / "campaigns" / "v1"
     (campaigns / f"snapshot={exported['marketing/campaigns']}" / "_manifest.json").unlink()
     async with spark_mesh(domains, tmp_path, sessions) as mesh:
@@ -428,10 +477,13 @@ async def test_a_pointer_to_a_half_written_snapshot_is_a_503(
 
 
 async def test_unreadable_or_broken_snapshots_are_503s_naming_them(
-    served_domains: dict[str, dict[str, str]], sessions: SparkSessions, tmp_path: Path
+    served_domains: dict[str, dict[str, str]],
+    database_urls: dict[str, str],
+    sessions: SparkSessions,
+    tmp_path: Path,
 ) -> None:
     domains = served_domains["sample"]
-    exported = await asyncio.to_thread(lake_snapshots.export, domains, tmp_path)
+    exported = await export(database_urls, tmp_path)
 
     def snapshot(lineage: str) -> Path:
         return tmp_path / lineage / "v1" / f"snapshot={exported[lineage]}"
@@ -515,44 +567,105 @@ def test_a_lake_is_a_local_path_or_an_s3_url(tmp_path: Path, monkeypatch: Any) -
     monkeypatch.chdir(tmp_path)
     assert Lake("lake").root == str(tmp_path.resolve() / "lake")
     assert Lake(f"file://{tmp_path}/lake").root == f"{tmp_path}/lake"
-    # pyarrow's S3 options in the query; Spark reads the same keys through s3a
-    s3 = Lake("s3://bucket/prefix/?endpoint_override=127.0.0.1:9&scheme=http")
-    assert s3.root == "bucket/prefix"
-    assert s3.fs.type_name == "s3"
+    # opened as the exporter opens it; Spark reads the files through s3a
+    for url in ("s3://bucket/prefix/", "s3a://bucket/prefix"):
+        s3 = Lake(url, s3_endpoint="http://127.0.0.1:9")
+        assert (s3.root, s3.store.filesystem.type_name) == ("bucket/prefix", "s3")
+        assert s3._engine_root == "s3a://bucket/prefix"
     with pytest.raises(ValueError, match="local path or s3"):
         Lake("gs://bucket/prefix")
+    with pytest.raises(ValueError, match="has a query"):
+        Lake("s3://bucket/prefix?endpoint_override=127.0.0.1:9", s3_endpoint="http://127.0.0.1:9")
+
+
+def test_an_s3_endpoint_is_s3as_too() -> None:
+    assert s3a_conf(None) == {}
+    assert s3a_conf("http://127.0.0.1:9000") == {
+        "spark.hadoop.fs.s3a.endpoint": "http://127.0.0.1:9000",
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+    }
+    settings = FederationSettings.model_validate(
+        {
+            "engine": "spark",
+            "lake_url": "s3://bucket/lake",
+            "lake_s3_endpoint": "https://minio.example:9000",
+            "spark_conf": {"spark.hadoop.fs.s3a.path.style.access": "false"},
+        }
+    )
+    engine = SparkEngine(settings)
+    assert engine.lake.root == "bucket/lake"
+    conf = engine.sessions.conf
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "https://minio.example:9000"
+    assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "true"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "false"  # MESH_SPARK_CONF wins
 
 
 def test_the_lake_follows_the_pointer_to_a_complete_snapshot(tmp_path: Path) -> None:
-    """The highest version with a `_latest`; its snapshot only once it has a manifest; the
-    pointer's `snapshot` or `snapshot_id`."""
+    """The highest version with a `_latest`; its snapshot only once it has a manifest."""
     product = tmp_path / "d" / "p"
     manifest = {"created_at": "2026-01-01T00:00:00+00:00", "row_count": 3}
-    for version, snapshot in (("v1", "20260101T000000Z-aa"), ("v2", "20260102T000000Z-bb")):
+    for version, snapshot in (("v1", "20260101T000000Z-aaaaaa"), ("v2", "20260102T000000Z-bbbbbb")):
         (product / version / f"snapshot={snapshot}").mkdir(parents=True)
         (product / version / f"snapshot={snapshot}" / "_manifest.json").write_text(
             json.dumps(manifest)
         )
-    (product / "v1" / "_latest").write_text(json.dumps({"snapshot": "20260101T000000Z-aa"}))
+    (product / "v1" / "_latest").write_text(json.dumps({"snapshot_id": "20260101T000000Z-aaaaaa"}))
     (product / "v3").mkdir()  # a version being written: no pointer yet
     lake = Lake(str(tmp_path))
     latest = lake.latest("d", "p")
     assert (latest.version, latest.id, latest.lineage) == (
         1,
-        "20260101T000000Z-aa",
-        "d/p/v1=20260101T000000Z-aa",
+        "20260101T000000Z-aaaaaa",
+        "d/p/v1=20260101T000000Z-aaaaaa",
     )
-    assert latest.url == f"{tmp_path}/d/p/v1/snapshot=20260101T000000Z-aa"
+    assert latest.url == f"{tmp_path}/d/p/v1/snapshot=20260101T000000Z-aaaaaa"
     assert latest.age_seconds(dt.datetime(2026, 1, 1, 0, 1, tzinfo=dt.UTC)) == 60
-    pointer = {"snapshot_id": "20260102T000000Z-bb", "path": "snapshot=20260102T000000Z-bb"}
+    pointer = {"snapshot_id": "20260102T000000Z-bbbbbb", "path": "snapshot=20260102T000000Z-bbbbbb"}
     (product / "v2" / "_latest").write_text(json.dumps(pointer))
-    assert (lake.latest("d", "p").version, lake.latest("d", "p").id) == (2, "20260102T000000Z-bb")
-    for bad in ({"snapshot": "../../etc"}, ["x"], {"other": 1}):
-        (product / "v2" / "_latest").write_text(json.dumps(bad))
+    assert (lake.latest("d", "p").version, lake.latest("d", "p").id) == (
+        2,
+        "20260102T000000Z-bbbbbb",
+    )
+    for bad in ({"snapshot_id": "../../etc"}, ["x"], {"other": 1}, "not json"):
+        (product / "v2" / "_latest").write_text(bad if isinstance(bad, str) else json.dumps(bad))
         with pytest.raises(NoSnapshot, match="names no snapshot"):
             lake.latest("d", "p")
-    (product / "v2" / "_latest").write_text(json.dumps({"snapshot": "20260103T000000Z-cc"}))
+    (product / "v2" / "_latest").write_text(json.dumps({"snapshot_id": "20260103T000000Z-cccccc"}))
     with pytest.raises(NoSnapshot, match=r"_manifest\.json"):
         lake.latest("d", "p")
     with pytest.raises(NoSnapshot, match="no complete snapshot"):
         lake.latest("d", "other")
+
+
+async def test_the_docs_spark_snippet_reads_the_lake_as_written(
+    database_urls: dict[str, str], served_domains: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """docs/lake.md's Spark block, run as a user runs it: its own Python and Spark, in the
+    folder holding ./lake (`datamesh lake export --to ./lake`)."""
+    [block] = lake_doc_blocks("test_spark_engine.py")
+    await export(database_urls, tmp_path / "lake")
+    shown = (
+        "\nprint(json.dumps([[r.month, r.orders, str(r.revenue)] for r in revenue.itertuples()]))"
+    )
+    ran = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", block + shown],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    headers = {"Authorization": f"Bearer {token('sales:read')}"}
+    async with httpx.AsyncClient(base_url=served_domains["sample"]["sales"]) as sales:
+        orders = await sales.get("/sales/v1/orders", headers=headers)
+    expected: dict[str, list[Any]] = {}
+    for order in orders.json():
+        if order["order_status"] != "Cancelled":
+            month = expected.setdefault(order["order_date"][:7], [0, Decimal(0)])
+            month[0] += 1
+            month[1] += Decimal(str(order["total_amount"]))
+    assert json.loads(ran.stdout.strip().splitlines()[-1]) == [
+        [month, n, f"{total:.2f}"] for month, (n, total) in sorted(expected.items())
+    ]

@@ -1,33 +1,28 @@
 """The domains' lake output port as the mesh reads it: the latest complete snapshot of a
 product, found from its pointer, and its manifest.
 
-The layout (docs/lake.md): `<lake>/<domain>/<product>/v<version>/snapshot=<id>/` holds a
-snapshot's Parquet files and its `_manifest.json`; `<lake>/<domain>/<product>/v<version>/_latest`
-is a small JSON document naming the latest complete snapshot (`{"snapshot": "<id>"}`, or
-`"snapshot_id"`), written
-after the snapshot itself, so a reader that follows it never sees a half-written one. The lake
-is a local path or `s3://bucket/prefix`.
+The layout is the exporter's (shared/publishing/lake.py, docs/lake.md):
+`<lake>/<domain>/<product>/v<version>/snapshot=<id>/` holds a snapshot's Parquet files and its
+`_manifest.json`; `<lake>/<domain>/<product>/v<version>/_latest` is a small JSON document naming
+the latest complete snapshot (`{"snapshot_id": "<id>", ...}`), written after the snapshot
+itself, so a reader that follows it never sees a half-written one. The lake is a local path or
+`s3://bucket/prefix`, opened as the exporter opens it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
 from shared.errors import ServiceUnavailable
+from shared.publishing.lake import MANIFEST, POINTER, SNAPSHOT_ID, SNAPSHOT_PREFIX
+from shared.publishing.lake import Lake as LakeStore
 
-LATEST = "_latest"
-MANIFEST = "_manifest.json"
 _VERSION = re.compile(r"^v([0-9]{1,6})$")
-# a snapshot id is one path segment: what the exporter writes (a UTC time and a suffix)
-_SNAPSHOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class NoSnapshot(ServiceUnavailable):
@@ -85,33 +80,24 @@ class Snapshot:
 
 
 class Lake:
-    """A lake URL opened for reading: a local path or s3://bucket/prefix (pyarrow's file
-    systems read the pointers and manifests; the engine reads the Parquet files itself)."""
+    """A lake opened for reading: a local path or s3://bucket/prefix (`s3_endpoint` for an
+    S3-compatible store; credentials from AWS's standard variables). pyarrow's file systems read
+    the pointers and manifests; the engine reads the Parquet files itself."""
 
-    def __init__(self, url: str):
-        self.url = url
-        parts = urlsplit(url)
-        if parts.scheme in ("s3", "s3a"):
-            # pyarrow's S3: credentials, region and endpoint (AWS_ENDPOINT_URL) from the
-            # environment, or options in the URL's query (?endpoint_override=...&scheme=http)
-            self.fs, self.root = pafs.FileSystem.from_uri(parts._replace(scheme="s3").geturl())
-            self.root = self.root.rstrip("/")
-            self._engine_root = f"s3a://{self.root}"
-        elif parts.scheme in ("", "file"):
-            local = Path(parts.path if parts.scheme else url).expanduser().resolve()
-            self.fs = pafs.LocalFileSystem()
-            self.root = local.as_posix()
-            self._engine_root = self.root
-        else:
+    def __init__(self, url: str, *, s3_endpoint: str | None = None):
+        if "://" in url and not url.startswith(("file://", "s3://", "s3a://")):
             raise ValueError(f"a lake is a local path or s3://bucket/prefix, not '{url}'")
-
-    def _read_json(self, path: str) -> Any:
-        with self.fs.open_input_stream(path) as stream:
-            return json.loads(stream.read())
+        if url.startswith("s3a://"):
+            url = "s3://" + url.removeprefix("s3a://")
+        self.store = LakeStore.at(url, s3_endpoint=s3_endpoint)
+        self.url = self.store.url
+        self.root = self.store.root
+        # how the engine names a snapshot's folder: a local path, or s3a://bucket/key (Hadoop's)
+        self._engine_root = self.root if self.store.local else f"s3a://{self.root}"
 
     def _versions(self, domain: str, product: str, folder: str) -> list[int]:
         try:
-            entries = self.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+            entries = self.store.entries(folder)
         except OSError as exc:  # not a missing folder: the lake itself cannot be read
             raise self._none(domain, product, f"the lake cannot be listed ({exc})") from None
         found = [_VERSION.match(e.base_name) for e in entries if e.type == pafs.FileType.Directory]
@@ -123,23 +109,24 @@ class Lake:
         the product if there is none, or its pointer or manifest cannot be read."""
         folder = f"{self.root}/{domain}/{product}"
         for version in self._versions(domain, product, folder):
-            pointer = f"v{version}/{LATEST}"
-            if self.fs.get_file_info(f"{folder}/{pointer}").type != pafs.FileType.File:
+            pointer = f"v{version}/{POINTER}"
+            try:
+                kind = self.store.filesystem.get_file_info(f"{folder}/{pointer}").type
+            except OSError as exc:
+                raise self._none(domain, product, f"the lake cannot be read ({exc})") from None
+            if kind != pafs.FileType.File:
                 continue
             try:
-                named = self._read_json(f"{folder}/{pointer}")
-            except (OSError, ValueError):
-                raise self._none(domain, product, f"its pointer {pointer} is not JSON") from None
-            # {"snapshot": id}; the exporter's pointer also says `snapshot_id` (and more)
-            snapshot_id = (
-                named.get("snapshot", named.get("snapshot_id")) if isinstance(named, dict) else None
-            )
-            if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.match(snapshot_id):
+                named = self.store.read_json(f"{folder}/{pointer}")
+            except OSError as exc:
+                raise self._none(domain, product, f"its pointer {pointer} ({exc})") from None
+            snapshot_id = named.get("snapshot_id") if isinstance(named, dict) else None
+            if not isinstance(snapshot_id, str) or not SNAPSHOT_ID.fullmatch(snapshot_id):
                 raise self._none(domain, product, f"its pointer {pointer} names no snapshot")
-            relative = f"{domain}/{product}/v{version}/snapshot={snapshot_id}"
+            relative = f"{domain}/{product}/v{version}/{SNAPSHOT_PREFIX}{snapshot_id}"
             try:
-                manifest = self._read_json(f"{self.root}/{relative}/{MANIFEST}")
-            except (OSError, ValueError):
+                manifest = self.store.read_json(f"{self.root}/{relative}/{MANIFEST}")
+            except OSError:
                 manifest = None
             if not isinstance(manifest, dict):
                 raise self._none(
@@ -148,7 +135,7 @@ class Lake:
             return Snapshot(
                 domain, product, version, snapshot_id, f"{self._engine_root}/{relative}", manifest
             )
-        raise self._none(domain, product, "it has no complete snapshot (no v<N>/_latest)")
+        raise self._none(domain, product, f"it has no complete snapshot (no v<N>/{POINTER})")
 
     @staticmethod
     def _none(domain: str, product: str, why: str) -> NoSnapshot:

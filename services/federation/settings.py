@@ -59,6 +59,12 @@ class FederationSettings(BaseSettings):
         description="The lake the Spark engine reads: a local path or s3://bucket/prefix, laid "
         "out <lake>/<domain>/<product>/v<version>/snapshot=<id>/ with a _latest pointer.",
     )
+    lake_s3_endpoint: str | None = Field(
+        None,
+        description="An S3-compatible store's endpoint for an s3:// lake (e.g. a MinIO's "
+        "http://127.0.0.1:9000; unset: AWS), for the pointers and manifests and for Spark's "
+        "s3a. Credentials: AWS's standard variables.",
+    )
     spark_master: str = Field(
         "local[*]", description="Spark's master: local[N], spark://host:port or k8s://..."
     )

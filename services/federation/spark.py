@@ -267,6 +267,19 @@ def _condition(frame: DataFrame, column: str, expression: str) -> SparkColumn:
     return compare(functions.col(column), functions.lit(_literal(kind, text)))
 
 
+def s3a_conf(endpoint: str | None) -> dict[str, str]:
+    """Hadoop s3a's settings for an S3-compatible store at `endpoint` (path-style addresses;
+    TLS as its scheme says); none for AWS. s3a needs the hadoop-aws package on Spark's class
+    path (docs/mesh.md); its credentials come from AWS's standard variables."""
+    if not endpoint:
+        return {}
+    return {
+        "spark.hadoop.fs.s3a.endpoint": endpoint,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https")).lower(),
+    }
+
+
 class SparkEngine:
     """Metrics on Spark over the lake's latest snapshots (MESH_ENGINE=spark)."""
 
@@ -275,10 +288,12 @@ class SparkEngine:
     def __init__(self, settings: FederationSettings, sessions: SparkSessions | None = None):
         if not settings.lake_url:
             raise ValueError("the Spark engine reads a lake: set MESH_LAKE_URL")
-        self.lake = Lake(settings.lake_url)
+        self.lake = Lake(settings.lake_url, s3_endpoint=settings.lake_s3_endpoint)
         self._owns_sessions = sessions is None
         self.sessions = sessions or SparkSessions(
-            settings.spark_master, settings.spark_conf, settings.spark_local_dir
+            settings.spark_master,
+            s3a_conf(settings.lake_s3_endpoint) | settings.spark_conf,
+            settings.spark_local_dir,
         )
 
     async def answer(self, metric: Metric, period: Period, caller: str | None) -> Answer:
