@@ -36,7 +36,13 @@ from shared.security.auth import AuthSettings, ensure_secret, known_scopes, mint
 from shared.security.pseudonym import PseudonymSettings, ensure_pseudonym_secret
 from shared.settings import ServiceSettings, database_url_for, migration_database_url_for
 from shared.storage import migrations, sql_port
-from shared.storage.db import connect, grant_service_role, role_of, service_role
+from shared.storage.db import (
+    connect,
+    grant_service_role,
+    role_of,
+    service_role,
+    track_data_versions,
+)
 from shared.storage.embedded import EmbeddedPostgres
 from shared.storage.sample_data import load_if_empty, seed_if_empty
 
@@ -133,11 +139,13 @@ class DomainDatabase:
     migration_url: str
 
     def migrate(self) -> None:
-        """Migrate as the owner, publish the SQL port again (its views are dropped while the
+        """Migrate as the owner, track the data versions of its tables (their triggers, from
+        the declarations), publish the SQL port again (its views are dropped while the
         migration runs: they depend on what it may change), then grant the service's role what
         it needs, nothing more."""
         asyncio.run(sql_port.withdraw(self.migration_url))
         migrations.upgrade(self.name, self.migration_url)
+        asyncio.run(track_data_versions(self.migration_url, domain(self.name)))
         for warning in asyncio.run(sql_port.publish(self.migration_url, domain(self.name))):
             typer.echo(f"{self.name}: {warning}", err=True)
         role = role_of(self.url)

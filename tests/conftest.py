@@ -24,7 +24,7 @@ from shared.security.auth import mint_token
 from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
 from shared.storage import migrations
-from shared.storage.db import grant_service_role, service_role
+from shared.storage.db import grant_service_role, service_role, track_data_versions
 from shared.storage.sample_data import load_if_empty
 from tests.postgres import PostgresServer, postgres_per_domain
 from tests.servers import served
@@ -72,6 +72,7 @@ def create_database(
     server.ensure_database(database)
     owner = server.url(database)
     migrations.upgrade(name, owner)
+    asyncio.run(track_data_versions(owner, domain(name)))
     asyncio.run(load_if_empty(domain(name), owner, rows))
     role = service_role(name)
     asyncio.run(

@@ -12,6 +12,7 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from services.federation.cache import TableCache
 from services.federation.catalog import catalog, metric_entry, quality_overview
 from services.federation.engines import Engine, engine_for
 from services.federation.fetch import DomainRegistry, Period, ServiceToken
@@ -132,7 +133,10 @@ def create_app(
         # so that a read is never sent on a connection the domain is closing (a ReadError)
         limits = httpx.Limits(keepalive_expiry=_KEEPALIVE_SECONDS)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-            app.state.registry = DomainRegistry(settings, client, ServiceToken(settings, auth))
+            cache = TableCache(settings.cache_max_bytes) if settings.cache_max_bytes else None
+            app.state.registry = DomainRegistry(
+                settings, client, ServiceToken(settings, auth), cache
+            )
             warming = asyncio.create_task(computing.start())
             try:
                 yield

@@ -13,11 +13,13 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from services.federation.cache import RoundsByKey
 from services.federation.compute import compute
 from services.federation.fetch import DomainRegistry, Period
 from services.federation.lake import Snapshot
 from services.federation.metrics import Metric
-from services.federation.settings import FederationSettings
+from services.federation.settings import SERVICE, FederationSettings
+from shared.telemetry import metrics
 
 # the headers of every metric's answer: the engine that computed it, and on Spark the snapshots
 # it read (`domain/product/v<version>=<id>`, comma-separated) and the oldest one's age
@@ -68,16 +70,43 @@ class Engine(Protocol):
 
 
 class DuckDBEngine:
-    """The default: each input fetched from its domain over HTTP, joined in DuckDB."""
+    """The default: each input fetched from its domain over HTTP, joined in DuckDB. With a
+    cache (services/federation/cache.py), inputs are revalidated by their ETags, an answer
+    whose inputs did not change is not computed again, and concurrent requests for the same
+    metric and period share their revalidations (rounds)."""
 
     name = "duckdb"
 
     def __init__(self, registry: Callable[[], DomainRegistry]):
         self._registry = registry
+        self._rounds: RoundsByKey[Answer] = RoundsByKey()
 
     async def answer(self, metric: Metric, period: Period, caller: str | None) -> Answer:
-        inputs = await self._registry().fetch_all(metric.inputs, period, caller=caller)
-        return Answer(await asyncio.to_thread(compute, metric, inputs, period), self.name)
+        if self._registry().cache is None:
+            return await self._answer(metric, period, caller)
+        # one answer for every caller: the inputs are read with the mesh's token (caller is
+        # only whom the domain counts the read against: the caller that starts the round)
+        return await self._rounds.run(
+            (metric.name, period), lambda: self._answer(metric, period, caller)
+        )
+
+    async def _answer(self, metric: Metric, period: Period, caller: str | None) -> Answer:
+        registry = self._registry()
+        inputs = await registry.fetch_all(metric.inputs, period, caller=caller)
+        tags = tuple(inputs[i.name].tag for i in metric.inputs)
+        cache = registry.cache
+        key = ("answer", metric.name, period)
+        if cache is not None and None not in tags:
+            kept = cache.get(key)
+            if kept is not None and kept.tag == tags:
+                metrics.MESH_ANSWERS.labels(SERVICE, metric.name, "kept").inc()
+                return Answer(kept.table, self.name)
+        tables = {name: fetched.table for name, fetched in inputs.items()}
+        table = await asyncio.to_thread(compute, metric, tables, period)
+        if cache is not None and None not in tags:
+            cache.put(key, tags, table)
+        metrics.MESH_ANSWERS.labels(SERVICE, metric.name, "computed").inc()
+        return Answer(table, self.name)
 
     async def lineage(self, metric: Metric) -> list[dict[str, Any]]:
         return [{"input": lineage, "read": "http"} for lineage in input_products(metric)]

@@ -14,6 +14,7 @@ import pyarrow as pa
 import stamina
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from services.federation.cache import TableCache
 from services.federation.resilience import (
     IDEMPOTENT_METHODS,
     RETRYABLE_STATUSES,
@@ -80,6 +81,14 @@ class UpstreamRateLimited(Problem):
 
 
 @dataclass(frozen=True)
+class Fetched:
+    """An input's rows, and the ETag its domain answered them with (None: not versioned)."""
+
+    table: pa.Table
+    tag: str | None
+
+
+@dataclass(frozen=True)
 class Input:
     """One domain product a metric reads: only the columns and rows it needs."""
 
@@ -143,11 +152,16 @@ class DomainRegistry:
     is checked before use (docs/operations.md)."""
 
     def __init__(
-        self, settings: FederationSettings, client: httpx.AsyncClient, token: ServiceToken
+        self,
+        settings: FederationSettings,
+        client: httpx.AsyncClient,
+        token: ServiceToken,
+        cache: TableCache | None = None,
     ):
         self.settings = settings
         self.client = client
         self.token = token
+        self.cache = cache  # the inputs read last, revalidated by their ETags
         self._paths: dict[str, tuple[float, dict[str, str]]] = {}
         self.circuits = {
             name: CircuitBreaker(
@@ -174,24 +188,43 @@ class DomainRegistry:
             )
         return path
 
-    async def fetch(self, source: Input, period: Period, caller: str | None = None) -> pa.Table:
+    async def fetch(self, source: Input, period: Period, caller: str | None = None) -> Fetched:
         """The input's rows as an Arrow table, its filters and columns pushed to the domain,
-        read on behalf of `caller` (the end user's token subject)."""
+        read on behalf of `caller` (the end user's token subject). Rows kept from the same read
+        before are asked for with their ETag: a `304` means they are current and are used."""
         params = [("select", ",".join(source.columns)), *source.row_filters(period)]
         began = time.perf_counter()
         path = await self.product_path(source.domain, source.product, caller)
+        key = (source.domain, path, tuple(params))
+        kept = self.cache.get(key) if self.cache is not None else None
         response = await self._request(
-            source.domain, source.product, path, params, _ARROW, caller=caller
+            source.domain,
+            source.product,
+            path,
+            params,
+            _ARROW,
+            caller=caller,
+            if_none_match=kept.tag if kept is not None else None,
         )
-        table = _arrow_table(source, response)
+        if kept is not None and response.status_code == 304:
+            fetched, outcome = Fetched(kept.table, kept.tag), "not_modified"
+        else:
+            fetched = Fetched(_arrow_table(source, response), response.headers.get("etag"))
+            outcome = "changed" if kept is not None else "read"
+            if self.cache is not None:
+                if fetched.tag is None:
+                    self.cache.discard(key)
+                else:
+                    self.cache.put(key, fetched.tag, fetched.table)
         metrics.MESH_FETCH_DURATION.labels(MESH, source.domain, source.product).observe(
             time.perf_counter() - began
         )
-        return table
+        metrics.MESH_INPUT_READS.labels(MESH, source.domain, source.product, outcome).inc()
+        return fetched
 
     async def fetch_all(
         self, inputs: tuple[Input, ...], period: Period, *, caller: str | None = None
-    ) -> dict[str, pa.Table]:
+    ) -> dict[str, Fetched]:
         """Every input, concurrently; the first failure cancels the others and is raised."""
         try:
             async with asyncio.TaskGroup() as group:
@@ -231,9 +264,11 @@ class DomainRegistry:
         method: str = "GET",
         *,
         caller: str | None = None,
+        if_none_match: str | None = None,
     ) -> httpx.Response:
         """One read of a domain, tried again on a connect error, a read timeout or a
-        502/503/504 (idempotent methods only), each try through the domain's circuit."""
+        502/503/504 (idempotent methods only), each try through the domain's circuit. With
+        `if_none_match`, a `304 Not Modified` is an answer too."""
         base = self.settings.domains.get(domain)
         if base is None:
             raise ServiceUnavailable(
@@ -242,6 +277,8 @@ class DomainRegistry:
         headers = {"Accept": accept, **self.token.header()}
         if caller is not None:
             headers[ON_BEHALF_OF] = caller
+        if if_none_match is not None:
+            headers["If-None-Match"] = if_none_match
         try:
             return await self._retried(domain, product, method, base + path, params, headers)
         except Problem as failure:
@@ -317,6 +354,8 @@ class DomainRegistry:
                 raise RetryableStatus(response)
         else:
             circuit.succeeded()
+        if response.status_code == 304 and "If-None-Match" in headers:
+            return response
         if response.status_code != 200:
             raise _upstream_error(domain, product, response)
         return response

@@ -46,6 +46,14 @@ class FederationSettings(BaseSettings):
     # mesh answers 503 at once without calling it) for the cool-down, then lets one probe in
     circuit_failure_threshold: int = Field(5, ge=1)
     circuit_cooldown_seconds: float = Field(30.0, gt=0)
+    # what the mesh remembers between answers (services/federation/cache.py): its inputs, by
+    # their ETags, and the answers computed from them; 0 turns it off
+    cache_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="Bytes of Arrow data the mesh keeps between answers (inputs and answers, "
+        "least recently used out first); 0: none, every answer reads every input again.",
+    )
     service_token: SecretStr | None = Field(
         None, description="The mesh's token for the domains (else minted from the local secret)."
     )

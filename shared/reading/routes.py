@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -37,6 +38,7 @@ from shared.reading.values import json_schema, parse_value
 from shared.security.auth import principal_of
 from shared.security.pseudonym import PseudonymKey, PseudonymSettings
 from shared.settings import ServiceSettings
+from shared.storage.data_versions import COMPACT_ABOVE, Versions, compact
 from shared.storage.db import Database
 from shared.telemetry.metrics import ROWS_NOTE
 
@@ -54,6 +56,29 @@ def entity_tag(row_json: str) -> str:
     """The strong ETag of a row as answered: the SHA-256 of its JSON text (a single-row read
     and a write's response give the same one for the same row and caller)."""
     return '"' + hashlib.sha256(row_json.encode()).hexdigest() + '"'
+
+
+# a read answered with a data version's ETag may be kept by its client, who must ask again
+# (If-None-Match) before using it; its body depends on the token (PII) and on Accept
+REVALIDATE = {"Cache-Control": "private, no-cache", "Vary": "Accept, Authorization, Prefer"}
+
+
+def matches(if_none_match: str | None, tag: str) -> bool:
+    """Whether an If-None-Match header names the entity tag (weak comparison, RFC 9110
+    13.1.2: `W/` ignored; `*` matches any)."""
+    if not if_none_match:
+        return False
+    opaque = tag.removeprefix("W/")
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == opaque:
+            return True
+    return False
+
+
+def not_modified(tag: str, headers: dict[str, str] | None = None) -> Response:
+    """`304 Not Modified`: the client's copy, whose tag it sent, is the current one."""
+    return Response(status_code=304, headers={"ETag": tag, **REVALIDATE, **(headers or {})})
 
 
 def _prefer_count(request: Request) -> str | None:
@@ -221,6 +246,9 @@ class ProductReader:
         self._pseudonyms = pseudonyms
         self.pseudonym: PseudonymKey | None = None
         self.slots = self._slots()
+        self._versions: Versions | None = None  # found at the first read
+        self._compacting: asyncio.Task[None] | None = None
+        self._key_digest = ""
 
     def _slots(self) -> StreamSlots:
         settings = self.settings
@@ -241,16 +269,68 @@ class ProductReader:
         domain that needs one and has none refuses to start, saying why)."""
         if self.computes_pseudonyms:
             self.pseudonym = (self._pseudonyms or PseudonymSettings()).key()
+            # in the ETags: another key computes other pseudonyms from the same rows
+            self._key_digest = hashlib.sha256(self.pseudonym.outer).hexdigest()
         self.slots = self._slots()  # fresh bounds for each run of the app
+        self._versions = None  # the database may have been migrated in between
 
     def rows(self) -> DatabaseRows:
         return DatabaseRows(self.database(), self.settings, self.pseudonym)
 
     async def read(self, request: Request, product: Product) -> Response:
         """Rows of a product, filtered, ordered, paged and encoded as asked; PII columns
-        masked unless the caller holds the domain's pii scope."""
+        masked unless the caller holds the domain's pii scope. A product with a data version
+        answers with an ETag, and `304 Not Modified` when the request's If-None-Match names
+        the current one (nothing is read then)."""
         read = parse_request(request, product, self.settings, pii_scope=pii_scope(self.domain))
-        return await respond(request, read, self.rows(), self.settings, self.slots)
+        tag = await self.entity_tag(request, read)
+        if tag is None:
+            return await respond(request, read, self.rows(), self.settings, self.slots)
+        if matches(request.headers.get("if-none-match"), tag):
+            return not_modified(tag, masked_header(read.query))
+        response = await respond(request, read, self.rows(), self.settings, self.slots)
+        response.headers.update({"ETag": tag, **REVALIDATE})
+        return response
+
+    async def entity_tag(self, request: Request, read: ReadRequest) -> str | None:
+        """The ETag of a read's answer: the product's data version (read before the rows:
+        shared.storage.data_versions) and a digest of everything else the body depends on
+        (the parameters, the format, PII access, the count asked for, the declaration, the
+        pseudonymisation key). None if the product has no data version."""
+        database = self.database()
+        async with database.connection() as conn:
+            if self._versions is None:
+                self._versions = await Versions.find(conn, self.domain)
+            found = await self._versions.read(conn, read.query.product)
+        if found is None:
+            return None
+        version, pending = found
+        if pending > COMPACT_ABOVE and self._compacting is None:
+            self._compacting = asyncio.create_task(self._compact(database))
+        query = read.query
+        shape = repr(
+            (
+                query.product,
+                read.fmt.value,
+                sorted(request.query_params.multi_items()),
+                sorted(query.masked),
+                read.count_mode,
+                self._key_digest,
+                self.settings.json_page_size,
+                self.settings.public_url,
+            )
+        )
+        digest = hashlib.sha256(shape.encode()).hexdigest()[:20]
+        return f'"{version}-{digest}"'
+
+    async def _compact(self, database: Database) -> None:
+        try:
+            async with database.connection() as conn:
+                await compact(conn)
+        except Exception:  # the next read past the threshold tries again
+            _log.warning("compacting the %s data versions failed", self.domain.name, exc_info=True)
+        finally:
+            self._compacting = None
 
     async def read_one(self, request: Request, product: Product, key: str) -> Response:
         """One row of a table by its key, as a JSON object."""

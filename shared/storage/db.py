@@ -22,8 +22,10 @@ import asyncpg
 import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from shared.declarations.products import Domain
 from shared.errors import GatewayTimeout, ServiceUnavailable
 from shared.settings import ServiceSettings, asyncpg_url
+from shared.storage.data_versions import COMPACT_FUNCTION, track
 from shared.storage.migrations import at_every_head, head_revisions
 from shared.storage.view_schema import REFRESH_FUNCTION
 from shared.telemetry import metrics
@@ -314,6 +316,17 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+async def track_data_versions(owner_url: str, domain: Domain) -> list[str]:
+    """Install the data-version triggers on the domain's tables (shared.storage.data_versions),
+    as the schema owner after every migration (idempotent); the tables tracked."""
+    conn = await connect(owner_url)
+    try:
+        async with conn.transaction():
+            return await track(conn, domain)
+    finally:
+        await conn.close()
+
+
 async def grant_service_role(
     owner_url: str,
     role: str,
@@ -375,6 +388,13 @@ async def grant_service_role(
                 await conn.execute(f"GRANT EXECUTE ON FUNCTION {refresh} TO {who}")
                 await conn.execute(
                     f"REVOKE INSERT, UPDATE, DELETE ON view_changes, view_refreshes FROM {who}"
+                )
+            # the data versions: written by the owner's trigger and compaction, read by all
+            compact = f"public.{COMPACT_FUNCTION}()"
+            if await conn.fetchval("SELECT to_regprocedure($1) IS NOT NULL", compact):
+                await conn.execute(f"GRANT EXECUTE ON FUNCTION {compact} TO {who}")
+                await conn.execute(
+                    f"REVOKE INSERT, UPDATE, DELETE ON data_changes, data_versions FROM {who}"
                 )
             try:
                 async with conn.transaction():

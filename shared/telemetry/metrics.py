@@ -127,6 +127,29 @@ MESH_FETCH_DURATION = Histogram(
     ["service", "domain", "product"],
     buckets=LATENCY_BUCKETS,
 )
+MESH_INPUT_READS = Counter(
+    "datamesh_mesh_input_reads",
+    "The mesh's reads of an input product, by outcome: read (nothing kept), not_modified (the "
+    "rows kept are current: 304), changed (kept, but the domain's data moved).",
+    ["service", "domain", "product", "outcome"],
+)
+MESH_ANSWERS = Counter(
+    "datamesh_mesh_answers",
+    "Metric answers, by how: computed, or kept (every input unchanged since it was computed).",
+    ["service", "metric", "how"],
+)
+MESH_CACHE_BYTES = Gauge(
+    "datamesh_mesh_cache_bytes",
+    "Bytes of Arrow data the mesh keeps between answers (inputs and answers).",
+    ["service"],
+    multiprocess_mode="livesum",
+)
+MESH_CACHE_ENTRIES = Gauge(
+    "datamesh_mesh_cache_entries",
+    "Inputs and answers the mesh keeps between answers.",
+    ["service"],
+    multiprocess_mode="livesum",
+)
 MESH_FETCH_RETRIES = Counter(
     "datamesh_mesh_fetch_retries", "Requests to a domain tried again.", ["service", "domain"]
 )
