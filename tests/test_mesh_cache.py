@@ -230,3 +230,20 @@ async def test_a_failed_round_fails_its_waiters_only() -> None:
     results = await asyncio.gather(*waiters, return_exceptions=True)
     assert [str(r) for r in results] == ["the domain is down"] * 2
     assert await rounds.run(work) == 3
+
+
+async def test_a_metric_answers_an_etag_and_304_until_an_input_moves(
+    remembering: httpx.AsyncClient, databases: dict[str, str]
+) -> None:
+    first = await remembering.get(ROI, params={"format": "csv"})
+    tag = first.headers["etag"]
+    assert first.headers["cache-control"] == "private, no-cache"
+    same = await remembering.get(ROI, params={"format": "csv"}, headers={"If-None-Match": tag})
+    assert (same.status_code, same.content, same.headers["etag"]) == (304, b"", tag)
+    assert same.headers["datamesh-engine"] == "duckdb"
+    other = await remembering.get(ROI, headers={"If-None-Match": tag})  # JSON: another tag
+    assert other.status_code == 200 and other.headers["etag"] != tag
+    sql(databases, "marketing", "UPDATE campaigns SET spent = spent + 2 WHERE campaign_id = 3")
+    moved = await remembering.get(ROI, params={"format": "csv"}, headers={"If-None-Match": tag})
+    assert moved.status_code == 200 and moved.headers["etag"] != tag
+    assert moved.content != first.content

@@ -360,6 +360,11 @@ async def test_headers_name_the_engine_and_the_snapshots_read(twins: dict[str, T
         )
         age = int(spark.headers["datamesh-snapshot-age-seconds"])
         assert 0 <= age < 600
+        # the same snapshots read, the same answer: its ETag revalidates
+        again = await pair.spark.get(
+            f"/mesh/v1/{metric.name}", headers={"If-None-Match": spark.headers["etag"]}
+        )
+        assert (again.status_code, again.headers["etag"]) == (304, spark.headers["etag"])
 
 
 async def test_the_metric_catalogue_says_what_each_engine_reads(twins: dict[str, Twins]) -> None:

@@ -20,7 +20,14 @@ from services.federation.metrics import METRICS, Metric
 from services.federation.settings import RATE_LIMIT_PER_MINUTE, SERVICE, FederationSettings
 from shared.errors import InvalidValue, ServiceUnavailable, UnknownProduct
 from shared.openapi import problem
-from shared.reading.routes import Handler, add_read_routes, parse_request, respond
+from shared.reading.routes import (
+    Handler,
+    add_read_routes,
+    conditional,
+    parse_request,
+    representation_tag,
+    respond,
+)
 from shared.reading.tables import TableRows
 from shared.security.auth import AuthSettings, Forbidden, principal_of, require
 from shared.serving.app import service_app
@@ -257,7 +264,13 @@ def _metric_handler(metric: Metric, engine: Engine, settings: ServiceSettings) -
         read = parse_request(request, metric.product, settings, pii_scope=None, params=params)
         answer = await engine.answer(metric, period, principal.subject)
         rows = TableRows(answer.table, metric.product.columns)
-        response = await respond(request, read, rows, settings)
+        # an answer computed from the same inputs (their ETags, or snapshots) is the same
+        tag = None
+        if answer.version is not None:
+            tag = representation_tag(f"m{answer.version}", request, read, settings)
+        response = await conditional(
+            request, read, tag, lambda: respond(request, read, rows, settings)
+        )
         response.headers.update(answer.headers())
         return response
 

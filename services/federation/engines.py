@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ class Answer:
     table: pa.Table
     engine: str
     snapshots: tuple[Snapshot, ...] = ()
+    version: str | None = None  # what the answer was computed from (None: unknown)
 
     def headers(self, now: dt.datetime | None = None) -> dict[str, str]:
         """The engine that answered; on Spark, the snapshots it read and how old the oldest is."""
@@ -96,17 +98,18 @@ class DuckDBEngine:
         tags = tuple(inputs[i.name].tag for i in metric.inputs)
         cache = registry.cache
         key = ("answer", metric.name, period)
-        if cache is not None and None not in tags:
+        version = _digest(tags) if None not in tags else None
+        if cache is not None and version is not None:
             kept = cache.get(key)
             if kept is not None and kept.tag == tags:
                 metrics.MESH_ANSWERS.labels(SERVICE, metric.name, "kept").inc()
-                return Answer(kept.table, self.name)
+                return Answer(kept.table, self.name, version=version)
         tables = {name: fetched.table for name, fetched in inputs.items()}
         table = await asyncio.to_thread(compute, metric, tables, period)
-        if cache is not None and None not in tags:
+        if cache is not None and version is not None:
             cache.put(key, tags, table)
         metrics.MESH_ANSWERS.labels(SERVICE, metric.name, "computed").inc()
-        return Answer(table, self.name)
+        return Answer(table, self.name, version=version)
 
     async def lineage(self, metric: Metric) -> list[dict[str, Any]]:
         return [{"input": lineage, "read": "http"} for lineage in input_products(metric)]
@@ -116,6 +119,12 @@ class DuckDBEngine:
 
     async def close(self) -> None:
         return None
+
+
+def _digest(parts: tuple[object, ...]) -> str:
+    """A short, stable digest of what an answer was computed from (its inputs' tags or
+    snapshots): the version in the answer's ETag."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
 def input_products(metric: Metric) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import operator
 import os
@@ -371,7 +372,10 @@ class SparkEngine:
                 except Exception:  # the session is gone: so are its views
                     break
         used = {s.lineage: s for s in snapshots.values()}
-        return Answer(typed(metric, result), self.name, tuple(used[k] for k in sorted(used)))
+        read = tuple(used[k] for k in sorted(used))
+        # snapshots are immutable: the same ones read, the same answer
+        version = hashlib.sha256(repr(sorted(used)).encode()).hexdigest()[:16]
+        return Answer(typed(metric, result), self.name, read, version=version)
 
     @staticmethod
     def _view(spark: SparkSession, source: Input, snapshot: Snapshot, period: Period) -> None:

@@ -76,6 +76,43 @@ def matches(if_none_match: str | None, tag: str) -> bool:
     return False
 
 
+def representation_tag(
+    version: str, request: Request, read: ReadRequest, settings: ServiceSettings, salt: str = ""
+) -> str:
+    """The ETag of a read's answer: the data's `version` and a digest of everything else the
+    body depends on (the parameters, the format, the masked columns, the count asked for, the
+    product's declaration, the page size and public URL; `salt`: what else the service's
+    answers depend on, such as its pseudonymisation key)."""
+    query = read.query
+    shape = repr(
+        (
+            query.product,
+            read.fmt.value,
+            sorted(request.query_params.multi_items()),
+            sorted(query.masked),
+            read.count_mode,
+            salt,
+            settings.json_page_size,
+            settings.public_url,
+        )
+    )
+    return f'"{version}-{hashlib.sha256(shape.encode()).hexdigest()[:20]}"'
+
+
+async def conditional(
+    request: Request, read: ReadRequest, tag: str | None, answer: Callable[[], Awaitable[Response]]
+) -> Response:
+    """`304 Not Modified` if the request's If-None-Match names `tag`, else the answer with the
+    tag (no tag: the answer as it is)."""
+    if tag is None:
+        return await answer()
+    if matches(request.headers.get("if-none-match"), tag):
+        return not_modified(tag, masked_header(read.query))
+    response = await answer()
+    response.headers.update({"ETag": tag, **REVALIDATE})
+    return response
+
+
 def not_modified(tag: str, headers: dict[str, str] | None = None) -> Response:
     """`304 Not Modified`: the client's copy, whose tag it sent, is the current one."""
     return Response(status_code=304, headers={"ETag": tag, **REVALIDATE, **(headers or {})})
@@ -284,19 +321,17 @@ class ProductReader:
         the current one (nothing is read then)."""
         read = parse_request(request, product, self.settings, pii_scope=pii_scope(self.domain))
         tag = await self.entity_tag(request, read)
-        if tag is None:
-            return await respond(request, read, self.rows(), self.settings, self.slots)
-        if matches(request.headers.get("if-none-match"), tag):
-            return not_modified(tag, masked_header(read.query))
-        response = await respond(request, read, self.rows(), self.settings, self.slots)
-        response.headers.update({"ETag": tag, **REVALIDATE})
-        return response
+        return await conditional(
+            request,
+            read,
+            tag,
+            lambda: respond(request, read, self.rows(), self.settings, self.slots),
+        )
 
     async def entity_tag(self, request: Request, read: ReadRequest) -> str | None:
         """The ETag of a read's answer: the product's data version (read before the rows:
-        shared.storage.data_versions) and a digest of everything else the body depends on
-        (the parameters, the format, PII access, the count asked for, the declaration, the
-        pseudonymisation key). None if the product has no data version."""
+        shared.storage.data_versions) and the read's representation_tag (with the
+        pseudonymisation key's digest). None if the product has no data version."""
         database = self.database()
         async with database.connection() as conn:
             if self._versions is None:
@@ -307,21 +342,7 @@ class ProductReader:
         version, pending = found
         if pending > COMPACT_ABOVE and self._compacting is None:
             self._compacting = asyncio.create_task(self._compact(database))
-        query = read.query
-        shape = repr(
-            (
-                query.product,
-                read.fmt.value,
-                sorted(request.query_params.multi_items()),
-                sorted(query.masked),
-                read.count_mode,
-                self._key_digest,
-                self.settings.json_page_size,
-                self.settings.public_url,
-            )
-        )
-        digest = hashlib.sha256(shape.encode()).hexdigest()[:20]
-        return f'"{version}-{digest}"'
+        return representation_tag(str(version), request, read, self.settings, self._key_digest)
 
     async def _compact(self, database: Database) -> None:
         try:
@@ -421,6 +442,16 @@ def _openapi_parameters(product: Product, pii_scope: str | None) -> list[dict[st
     ]
     parameters.append(
         {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "The `ETag` of an earlier answer to the same read: `304 Not Modified` "
+            "(no body) if its data has not changed since.",
+            "schema": {"type": "string"},
+        }
+    )
+    parameters.append(
+        {
             "name": "Prefer",
             "in": "header",
             "required": False,
@@ -506,7 +537,14 @@ def _responses(
             }
         }
     if many:
-        ok["headers"] = dict(_PAGE_HEADERS)
+        ok["headers"] = dict(_PAGE_HEADERS) | {
+            "ETag": {
+                "description": "The answer's entity tag (its data's version and the read): send "
+                "it in `If-None-Match` to get `304 Not Modified` while nothing changed. Absent "
+                "where the data has no version.",
+                "schema": {"type": "string"},
+            }
+        }
     if any(c.is_pii for c in product.columns):
         ok.setdefault("headers", {})
         ok["headers"] |= {
@@ -516,8 +554,13 @@ def _responses(
                 "schema": {"type": "string"},
             }
         }
-    return {
-        200: ok,
+    answers: dict[int | str, dict[str, Any]] = {200: ok}
+    if many:
+        answers[304] = {
+            "description": "Not modified: the `If-None-Match` names the current answer's ETag.",
+            "headers": {"ETag": {"schema": {"type": "string"}}},
+        }
+    return answers | {
         400: problem("A parameter is malformed or unknown."),
         403: problem(
             "The token lacks a scope: the product's, or (a filter or order on a PII column, code "
