@@ -341,8 +341,11 @@ def test_cors_origins_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
 async def test_a_data_response_carries_the_security_headers(sales: httpx.AsyncClient) -> None:
     response = await sales.get("/sales/v1/customers?select=customer_id&limit=1")
     assert response.status_code == 200
-    assert security_headers(response) == API_HEADERS
+    # a versioned read may be kept, to be revalidated (docs/reading.md, conditional reads)
+    assert security_headers(response) == API_HEADERS | {"cache-control": "private, no-cache"}
     assert "strict-transport-security" not in response.headers
+    unversioned = await sales.get("/sales/v1/metadata")
+    assert security_headers(unversioned) == API_HEADERS
 
 
 async def test_error_responses_carry_the_security_headers(sales: httpx.AsyncClient) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.convertors import StringConvertor, register_url_convertor
@@ -311,37 +312,45 @@ class ProductReader:
         self.slots = self._slots()  # fresh bounds for each run of the app
         self._versions = None  # the database may have been migrated in between
 
-    def rows(self) -> DatabaseRows:
-        return DatabaseRows(self.database(), self.settings, self.pseudonym)
+    def rows(self, conn: asyncpg.Connection | None = None) -> DatabaseRows:
+        return DatabaseRows(self.database(), self.settings, self.pseudonym, conn)
 
     async def read(self, request: Request, product: Product) -> Response:
         """Rows of a product, filtered, ordered, paged and encoded as asked; PII columns
         masked unless the caller holds the domain's pii scope. A product with a data version
         answers with an ETag, and `304 Not Modified` when the request's If-None-Match names
-        the current one (nothing is read then)."""
+        the current one (nothing is read then). A JSON page reads the version and its rows on
+        one connection; a stream takes its own (held as long as it streams)."""
         read = parse_request(request, product, self.settings, pii_scope=pii_scope(self.domain))
-        tag = await self.entity_tag(request, read)
-        return await conditional(
-            request,
-            read,
-            tag,
-            lambda: respond(request, read, self.rows(), self.settings, self.slots),
-        )
+        if read.fmt in STREAMING:
+            async with self.database().connection() as conn:
+                tag = await self.entity_tag(conn, request, read)
+            return await conditional(
+                request,
+                read,
+                tag,
+                lambda: respond(request, read, self.rows(), self.settings, self.slots),
+            )
+        async with self.database().connection() as conn:
+            tag = await self.entity_tag(conn, request, read)
+            return await conditional(
+                request, read, tag, lambda: respond(request, read, self.rows(conn), self.settings)
+            )
 
-    async def entity_tag(self, request: Request, read: ReadRequest) -> str | None:
+    async def entity_tag(
+        self, conn: asyncpg.Connection, request: Request, read: ReadRequest
+    ) -> str | None:
         """The ETag of a read's answer: the product's data version (read before the rows:
         shared.storage.data_versions) and the read's representation_tag (with the
         pseudonymisation key's digest). None if the product has no data version."""
-        database = self.database()
-        async with database.connection() as conn:
-            if self._versions is None:
-                self._versions = await Versions.find(conn, self.domain)
-            found = await self._versions.read(conn, read.query.product)
+        if self._versions is None:
+            self._versions = await Versions.find(conn, self.domain)
+        found = await self._versions.read(conn, read.query.product)
         if found is None:
             return None
         version, pending = found
         if pending > COMPACT_ABOVE and self._compacting is None:
-            self._compacting = asyncio.create_task(self._compact(database))
+            self._compacting = asyncio.create_task(self._compact(self.database()))
         return representation_tag(str(version), request, read, self.settings, self._key_digest)
 
     async def _compact(self, database: Database) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -224,15 +224,28 @@ class DatabaseRows:
     """A product's rows in its domain database (the RowSource of the domain services)."""
 
     def __init__(
-        self, database: Database, settings: ServiceSettings, pseudonym: PseudonymKey | None = None
+        self,
+        database: Database,
+        settings: ServiceSettings,
+        pseudonym: PseudonymKey | None = None,
+        conn: asyncpg.Connection | None = None,
     ):
         self.database = database
         self.settings = settings
         self.pseudonym = pseudonym  # the key of computed (pseudonymous) columns
+        self.conn = conn  # a connection the caller holds already (else one from the pool)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self.conn is not None:
+            yield self.conn
+        else:
+            async with self.database.connection() as conn:
+                yield conn
 
     async def page(self, query: ReadQuery, size: int, count_mode: str | None) -> Page:
         """A JSON page; its count and position read in the same snapshot."""
-        async with self.database.connection() as conn:
+        async with self._connection() as conn:
             if not count_mode:  # one statement: a snapshot of its own, no transaction needed
                 rows, last = await page_as_json(conn, query, size, self.pseudonym)
                 return Page(rows, last, None, query.offset)
@@ -245,7 +258,7 @@ class DatabaseRows:
 
     async def count(self, query: ReadQuery, count_mode: str) -> int:
         """The number of matching rows."""
-        async with self.database.connection() as conn:
+        async with self._connection() as conn:
             return await count(conn, query, count_mode, self.settings.max_page_size, self.pseudonym)
 
     async def stream(
