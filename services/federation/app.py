@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.federation.cache import TableCache
+from services.federation.cache import Rendered, TableCache
 from services.federation.catalog import catalog, metric_entry, quality_overview
 from services.federation.engines import Engine, engine_for
 from services.federation.fetch import DomainRegistry, Period, ServiceToken
@@ -226,7 +226,7 @@ def create_app(
             router,
             SERVICE,
             metric.product,
-            _metric_handler(metric, computing, mesh_settings),
+            _metric_handler(metric, computing, mesh_settings, lambda: registry().cache),
             origin="computed by the mesh from "
             + ", ".join(f"`{lineage}`" for lineage in sorted({i.lineage for i in metric.inputs})),
             parameters=_PERIOD_PARAMETERS,
@@ -245,7 +245,16 @@ def create_app(
     return app
 
 
-def _metric_handler(metric: Metric, engine: Engine, settings: ServiceSettings) -> Handler:
+# headers of one response, not of the answer: computed again for each
+_PER_RESPONSE = {"content-length", "content-type", "etag", "cache-control", "vary"}
+
+
+def _metric_handler(
+    metric: Metric,
+    engine: Engine,
+    settings: ServiceSettings,
+    rendered_cache: Callable[[], TableCache | None],
+) -> Handler:
     async def read(request: Request) -> Response:
         principal = principal_of(request)
         for scope in metric.scopes:
@@ -263,14 +272,29 @@ def _metric_handler(metric: Metric, engine: Engine, settings: ServiceSettings) -
         # a metric has no PII column; were one declared, it would be masked for everyone
         read = parse_request(request, metric.product, settings, pii_scope=None, params=params)
         answer = await engine.answer(metric, period, principal.subject)
-        rows = TableRows(answer.table, metric.product.columns)
         # an answer computed from the same inputs (their ETags, or snapshots) is the same
         tag = None
         if answer.version is not None:
             tag = representation_tag(f"m{answer.version}", request, read, settings)
-        response = await conditional(
-            request, read, tag, lambda: respond(request, read, rows, settings)
-        )
+
+        async def rendered() -> Response:
+            cache = rendered_cache()
+            kept = cache.get(("rendered", tag)) if cache is not None and tag else None
+            if kept is not None:
+                sent: Rendered = kept.value
+                return Response(sent.body, media_type=sent.media_type, headers=sent.headers)
+            rows = TableRows(answer.table, metric.product.columns)
+            response = await respond(request, read, rows, settings)
+            if cache is not None and tag and not isinstance(response, StreamingResponse):
+                media = response.media_type or ""
+                kept_headers = {
+                    k: v for k, v in response.headers.items() if k.lower() not in _PER_RESPONSE
+                }
+                body = bytes(response.body)
+                cache.put(("rendered", tag), tag, Rendered(body, media, kept_headers))
+            return response
+
+        response = await conditional(request, read, tag, rendered)
         response.headers.update(answer.headers())
         return response
 

@@ -5,7 +5,8 @@
   The next read of the same input asks with `If-None-Match`; `304 Not Modified` means the rows
   kept are the current ones, so nothing is sent again.
 - **Answers**, by the metric, its period and the ETags of every input read: an answer whose
-  inputs all revalidated is the one computed from them, so it is not computed again.
+  inputs all revalidated is the one computed from them, so it is not computed again; and each
+  answer as sent (a JSON page, a CSV...), by its own ETag, so it is not rendered again.
 - **Rounds**: requests for the same metric and period share one revalidation. A request never
   joins a round already under way (it may have read its inputs before the request's own write
   committed): it waits for the next, which starts as soon as the one under way ends and answers
@@ -34,15 +35,34 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Kept:
-    """A table kept, and the tag (an input's ETag, or an answer's inputs' tags) it is valid for."""
+    """A value kept (an Arrow table, or a rendered answer), the tag it is valid for (an
+    input's ETag, an answer's inputs' tags) and its size in bytes."""
 
     tag: Any
-    table: pa.Table
+    value: Any
     size: int
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """An answer as sent: its body, media type and headers (for the same ETag, the same)."""
+
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, pa.Table):
+        return int(value.get_total_buffer_size())
+    if isinstance(value, Rendered):
+        return len(value.body) + sum(len(k) + len(v) for k, v in value.headers.items())
+    raise TypeError(f"cannot size a {type(value).__name__}")
+
+
 class TableCache:
-    """Tables by key, bounded in bytes (Arrow buffers), least recently used out first."""
+    """Arrow tables and rendered answers by key, bounded in bytes, least recently used out
+    first."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -55,14 +75,14 @@ class TableCache:
             self._kept.move_to_end(key)
         return kept
 
-    def put(self, key: Hashable, tag: Any, table: pa.Table) -> None:
-        """Keep the table (replacing the key's), unless it alone is over the bound."""
+    def put(self, key: Hashable, tag: Any, value: pa.Table | Rendered) -> None:
+        """Keep the value (replacing the key's), unless it alone is over the bound."""
         self.discard(key)
-        size = table.get_total_buffer_size()
+        size = _size(value)
         if size > self.max_bytes:
             self._measure()
             return
-        self._kept[key] = Kept(tag, table, size)
+        self._kept[key] = Kept(tag, value, size)
         self.bytes += size
         while self.bytes > self.max_bytes:
             _, oldest = self._kept.popitem(last=False)

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import threading
+
 import duckdb
 import pyarrow as pa
 
 from services.federation.fetch import Period
 from services.federation.metrics import MACROS, Metric
 from shared.reading.formats import arrow_schema
+from shared.reading.tables import duckdb_cursor
+
+_macros_lock = threading.Lock()
+_macros_created = False
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    """A cursor of the process's DuckDB database, the metrics' macros created in it (once: a
+    macro is in the database's catalogue, which every cursor reads)."""
+    global _macros_created
+    connection = duckdb_cursor()
+    with _macros_lock:
+        if not _macros_created:
+            for macro in MACROS:
+                connection.execute(macro)
+            _macros_created = True
+    return connection
 
 
 def compute(metric: Metric, inputs: dict[str, pa.Table], period: Period) -> pa.Table:
     """The metric's rows, typed as its declared columns."""
-    connection = duckdb.connect()
+    connection = _connection()
     try:
-        connection.execute("SET TimeZone = 'UTC'")
-        for macro in MACROS:
-            connection.execute(macro)
         for name, table in inputs.items():
             connection.register(name, table)
         parameters = {

@@ -103,7 +103,7 @@ class DuckDBEngine:
             kept = cache.get(key)
             if kept is not None and kept.tag == tags:
                 metrics.MESH_ANSWERS.labels(SERVICE, metric.name, "kept").inc()
-                return Answer(kept.table, self.name, version=version)
+                return Answer(kept.value, self.name, version=version)
         tables = {name: fetched.table for name, fetched in inputs.items()}
         table = await asyncio.to_thread(compute, metric, tables, period)
         if cache is not None and version is not None:

@@ -207,7 +207,7 @@ class DomainRegistry:
             if_none_match=kept.tag if kept is not None else None,
         )
         if kept is not None and response.status_code == 304:
-            fetched, outcome = Fetched(kept.table, kept.tag), "not_modified"
+            fetched, outcome = Fetched(kept.value, kept.tag), "not_modified"
         else:
             fetched = Fetched(_arrow_table(source, response), response.headers.get("etag"))
             outcome = "changed" if kept is not None else "read"

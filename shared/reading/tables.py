@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -20,6 +21,22 @@ from shared.reading.query import ReadQuery, SqlBuilder, order_by
 from shared.sql import quote_ident
 
 _RELATION = "product_rows"
+_database: duckdb.DuckDBPyConnection | None = None
+_database_lock = threading.Lock()
+
+
+def duckdb_cursor() -> duckdb.DuckDBPyConnection:
+    """A new connection (a cursor) to the process's one in-memory DuckDB database, in UTC.
+    Opening a database costs tens of milliseconds (its extensions, the time zones); a cursor
+    costs microseconds, and each is private to its user (its registered tables) and may run
+    in its own thread."""
+    global _database
+    with _database_lock:
+        if _database is None:
+            database = duckdb.connect()
+            database.execute("SET GLOBAL TimeZone = 'UTC'")
+            _database = database
+        return _database.cursor()
 
 
 def _builder() -> SqlBuilder:
@@ -62,8 +79,7 @@ class TableRows:
     """The rows of a table computed in memory (the RowSource of the mesh's metrics)."""
 
     def __init__(self, table: pa.Table, columns: Sequence[Column]):
-        self.connection = duckdb.connect()
-        self.connection.execute("SET TimeZone = 'UTC'")
+        self.connection = duckdb_cursor()
         self.connection.register(_RELATION, table.cast(arrow_schema(columns)))
 
     def close(self) -> None:
