@@ -77,6 +77,19 @@ def matches(if_none_match: str | None, tag: str) -> bool:
     return False
 
 
+_DECLARATIONS: dict[int, tuple[Product, str]] = {}
+
+
+def declaration_digest(product: Product) -> str:
+    """A digest of the product's declaration (its columns, key, version...), computed once per
+    product: an answer's ETag changes with it (a migration that adds a column writes no row)."""
+    found = _DECLARATIONS.get(id(product))
+    if found is None or found[0] is not product:
+        found = (product, hashlib.sha256(repr(product).encode()).hexdigest())
+        _DECLARATIONS[id(product)] = found
+    return found[1]
+
+
 def representation_tag(
     version: str, request: Request, read: ReadRequest, settings: ServiceSettings, salt: str = ""
 ) -> str:
@@ -87,7 +100,7 @@ def representation_tag(
     query = read.query
     shape = repr(
         (
-            query.product,
+            declaration_digest(query.product),
             read.fmt.value,
             sorted(request.query_params.multi_items()),
             sorted(query.masked),
