@@ -191,3 +191,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+class UnsupportedMediaType(Problem):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"

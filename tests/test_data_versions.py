@@ -256,3 +256,68 @@ async def test_a_table_without_its_trigger_is_read_whole_every_time(
     assert "etag" not in first.headers and first.headers["cache-control"] == "no-store"
     assert again.status_code == 200 and again.content == first.content
     assert TAG.match(tracked.headers["etag"])
+
+
+# --- POST reads: the parameters in a form body ----------------------------------------------
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def test_a_posted_read_is_the_get_with_its_parameters_in_the_body(
+    sales: httpx.AsyncClient,
+) -> None:
+    query = {"select": "order_id,customer_id,total_amount", "order": "order_id"}
+    keys = "customer_id=in.(1,2,3)"
+    got = await sales.get("/sales/v1/orders", params={**query, "customer_id": "in.(1,2,3)"})
+    posted = await sales.post("/sales/v1/orders/query", params=query, content=keys, headers=FORM)
+    assert posted.status_code == 200, posted.text
+    assert posted.content == got.content
+    assert {r["customer_id"] for r in posted.json()} <= {1, 2, 3}
+    assert posted.headers["etag"] == got.headers["etag"]  # the same read, the same tag
+    # every parameter may be in the body, the format too
+    arrow = await sales.post(
+        "/sales/v1/orders/query",
+        content="format=arrow&select=order_id&customer_id=in.(1)",
+        headers=FORM,
+    )
+    assert arrow.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    # unchanged: RFC 9110 answers a POST's matching If-None-Match with 412, never 304
+    unchanged = await sales.post(
+        "/sales/v1/orders/query",
+        params=query,
+        content=keys,
+        headers={**FORM, "If-None-Match": posted.headers["etag"]},
+    )
+    assert unchanged.status_code == 412
+    assert unchanged.json()["code"] == "not_modified"
+    assert unchanged.headers["etag"] == posted.headers["etag"]
+
+
+async def test_a_posted_read_refuses_what_a_get_refuses_and_a_body_that_is_no_form(
+    sales: httpx.AsyncClient,
+) -> None:
+    orders, customers = "/sales/v1/orders/query", "/sales/v1/customers/query"
+    cases = [
+        (orders, "customer_id=in.(1)", {"Content-Type": "application/json"}, 415),
+        (orders, "customer_id=in.(1)", {}, 415),
+        (orders, b"customer_id=\xff", FORM, 400),
+        (orders, "no_such_column=eq.1", FORM, 400),
+        (orders, "customer_id=in.(x)", FORM, 400),
+        (customers, "email=eq.a@b.c", FORM, 403),
+        (orders, "x" * 1_100_000, FORM, 413),
+    ]
+    codes = [
+        "unsupported_media_type",
+        "unsupported_media_type",
+        "invalid_value",
+        "unknown_parameter",
+        "invalid_value",
+        "pii_column",
+        "content_too_large",
+    ]
+    for (path, body, headers, status), code in zip(cases, codes, strict=True):
+        response = await sales.post(path, content=body, headers=headers)
+        assert (response.status_code, response.json()["code"]) == (status, code), body[:40]
+    assert (
+        await sales.post("/sales/v1/customers/query", content="", headers=FORM)
+    ).status_code == 200

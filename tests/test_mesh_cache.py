@@ -7,6 +7,8 @@ their own."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from decimal import Decimal
@@ -20,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services import domain
 from services.federation.app import create_app
 from services.federation.cache import Rounds, TableCache
+from services.federation.fetch import Input, Keys, _key_filter
 from services.federation.settings import FederationSettings
 from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
@@ -247,3 +250,30 @@ async def test_a_metric_answers_an_etag_and_304_until_an_input_moves(
     moved = await remembering.get(ROI, params={"format": "csv"}, headers={"If-None-Match": tag})
     assert moved.status_code == 200 and moved.headers["etag"] != tag
     assert moved.content != first.content
+
+
+async def test_orders_are_read_for_the_matched_customers_only(
+    domains: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The semi-join pushed to sales: the customers Converted leads matched, as a POST read's
+    `customer_id=in.(...)`; the answer is the oracle's (the metric tests compare every one)."""
+    caplog.set_level(logging.INFO, logger="datamesh.access")
+    async with mesh(domains) as fresh:
+        assert (await fresh.get(ROI)).status_code == 200
+    reads = [
+        json.loads(r.getMessage())
+        for r in caplog.records
+        if r.name == "datamesh.access" and '"service":"sales"' in r.getMessage()
+    ]
+    orders = [(r["method"], r["path"]) for r in reads if r["product"] == "orders"]
+    assert orders == [("POST", "/sales/v1/orders/query")]
+
+
+def test_a_key_list_too_long_for_a_body_reads_every_row() -> None:
+    source = Input("orders", "sales", "orders", ("order_id",), keys=Keys("customer_id", "-"))
+    assert _key_filter(source, [1, 2, 30]) == b"customer_id=in.%281%2C2%2C30%29"
+    assert _key_filter(source, ["a,b", 'q"t', "plain"]) == (
+        b"customer_id=in.%28%22a%2Cb%22%2C%22q%5C%22t%22%2Cplain%29"
+    )
+    assert _key_filter(source, list(range(200_000))) is None  # over MAX_KEY_BYTES
+    assert _key_filter(source, None) is None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from services.federation.fetch import Period
+from services.federation.fetch import Input, Period
 from services.federation.metrics import MACROS, Metric
 from shared.reading.formats import arrow_schema
 from shared.reading.tables import duckdb_cursor
@@ -51,3 +53,20 @@ def typed(metric: Metric, result: pa.Table) -> pa.Table:
     return result.select(list(metric.product.column_names)).cast(
         arrow_schema(metric.product.columns)
     )
+
+
+def key_values(keyed: Sequence[Input], tables: dict[str, pa.Table]) -> dict[str, list[Any]]:
+    """Each keyed input's keys: its Keys query run over the inputs read already, sorted (the
+    same keys, the same request: its ETag revalidates)."""
+    found: dict[str, list[Any]] = {}
+    for source in keyed:
+        assert source.keys is not None
+        connection = _connection()
+        try:
+            for name, table in tables.items():
+                connection.register(name, table)
+            rows = connection.sql(source.keys.sql).fetchall()
+        finally:
+            connection.close()
+        found[source.name] = sorted({row[0] for row in rows if row[0] is not None})
+    return found

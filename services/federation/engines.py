@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from services.federation.cache import RoundsByKey
-from services.federation.compute import compute
-from services.federation.fetch import DomainRegistry, Period
+from services.federation.compute import compute, key_values
+from services.federation.fetch import DomainRegistry, Fetched, Period
 from services.federation.lake import Snapshot
 from services.federation.metrics import Metric
 from services.federation.settings import SERVICE, FederationSettings
@@ -94,7 +94,7 @@ class DuckDBEngine:
 
     async def _answer(self, metric: Metric, period: Period, caller: str | None) -> Answer:
         registry = self._registry()
-        inputs = await registry.fetch_all(metric.inputs, period, caller=caller)
+        inputs = await self._inputs(registry, metric, period, caller)
         tags = tuple(inputs[i.name].tag for i in metric.inputs)
         cache = registry.cache
         key = ("answer", metric.name, period)
@@ -110,6 +110,21 @@ class DuckDBEngine:
             cache.put(key, tags, table)
         metrics.MESH_ANSWERS.labels(SERVICE, metric.name, "computed").inc()
         return Answer(table, self.name, version=version)
+
+    @staticmethod
+    async def _inputs(
+        registry: DomainRegistry, metric: Metric, period: Period, caller: str | None
+    ) -> dict[str, Fetched]:
+        """Every input: first those read whole, then (if any) the keyed ones, each only for
+        the keys its Keys query finds in the first (a semi-join pushed to its domain)."""
+        whole = [i for i in metric.inputs if i.keys is None]
+        keyed = [i for i in metric.inputs if i.keys is not None]
+        first = await registry.fetch_all(whole, period, caller=caller)
+        if not keyed:
+            return first
+        tables = {name: fetched.table for name, fetched in first.items()}
+        keys = await asyncio.to_thread(key_values, keyed, tables)
+        return first | await registry.fetch_all(keyed, period, caller=caller, keys=keys)
 
     async def lineage(self, metric: Metric) -> list[dict[str, Any]]:
         return [{"input": lineage, "read": "http"} for lineage in input_products(metric)]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pyarrow as pa
@@ -34,6 +36,11 @@ from shared.security.auth import (
 from shared.telemetry import metrics
 
 _ARROW = "application/vnd.apache.arrow.stream"
+_FORM = "application/x-www-form-urlencoded"
+# answers that say the rows kept are current: a GET's 304, a POST read's 412 (RFC 9110)
+_NOT_MODIFIED = (304, 412)
+# a keyed read's body at most (the domains take 1 MiB by default: DATAMESH_MAX_BODY_BYTES)
+MAX_KEY_BYTES = 512 * 1024
 
 _JSON = "application/json"
 
@@ -89,6 +96,19 @@ class Fetched:
 
 
 @dataclass(frozen=True)
+class Keys:
+    """The rows of an input that can matter to its metric, named by the metric's other inputs:
+    `sql` (DuckDB, over the other inputs by their names) answers the values of the input's
+    `column` that the metric can join; the mesh reads only the rows holding one of them (a
+    semi-join pushed to the domain: `POST .../query` with `column=in.(...)`). The rows left out
+    must not change the metric's answer: the Spark engine reads them all, and the tests
+    compare both engines."""
+
+    column: str
+    sql: str
+
+
+@dataclass(frozen=True)
 class Input:
     """One domain product a metric reads: only the columns and rows it needs."""
 
@@ -100,6 +120,7 @@ class Input:
     since_column: str | None = None
     until_column: str | None = None
     until_is_timestamp: bool = False
+    keys: Keys | None = None
 
     @property
     def lineage(self) -> str:
@@ -188,14 +209,27 @@ class DomainRegistry:
             )
         return path
 
-    async def fetch(self, source: Input, period: Period, caller: str | None = None) -> Fetched:
+    async def fetch(
+        self,
+        source: Input,
+        period: Period,
+        caller: str | None = None,
+        keys: Sequence[Any] | None = None,
+    ) -> Fetched:
         """The input's rows as an Arrow table, its filters and columns pushed to the domain,
-        read on behalf of `caller` (the end user's token subject). Rows kept from the same read
-        before are asked for with their ETag: a `304` means they are current and are used."""
+        read on behalf of `caller` (the end user's token subject); with `keys`, only the rows
+        whose `source.keys.column` is one of them (a POST read: the list is too long for a URL;
+        unless it is too long for a body too, then every row). Rows kept from the same read
+        before are asked for with their ETag: a `304` (a POST's `412`) means they are current."""
         params = [("select", ",".join(source.columns)), *source.row_filters(period)]
         began = time.perf_counter()
         path = await self.product_path(source.domain, source.product, caller)
-        key = (source.domain, path, tuple(params))
+        body = _key_filter(source, keys)
+        method = "GET" if body is None else "POST"
+        if body is not None:
+            path = f"{path}/query"
+        digest = None if body is None else hashlib.sha256(body).hexdigest()
+        key = (source.domain, path, tuple(params), digest)
         kept = self.cache.get(key) if self.cache is not None else None
         response = await self._request(
             source.domain,
@@ -203,10 +237,12 @@ class DomainRegistry:
             path,
             params,
             _ARROW,
+            method,
             caller=caller,
             if_none_match=kept.tag if kept is not None else None,
+            body=body,
         )
-        if kept is not None and response.status_code == 304:
+        if kept is not None and response.status_code in _NOT_MODIFIED:
             fetched, outcome = Fetched(kept.value, kept.tag), "not_modified"
         else:
             fetched = Fetched(_arrow_table(source, response), response.headers.get("etag"))
@@ -223,12 +259,22 @@ class DomainRegistry:
         return fetched
 
     async def fetch_all(
-        self, inputs: tuple[Input, ...], period: Period, *, caller: str | None = None
+        self,
+        inputs: Sequence[Input],
+        period: Period,
+        *,
+        caller: str | None = None,
+        keys: Mapping[str, Sequence[Any]] | None = None,
     ) -> dict[str, Fetched]:
-        """Every input, concurrently; the first failure cancels the others and is raised."""
+        """Every input, concurrently (with its `keys`, if given); the first failure cancels
+        the others and is raised."""
+        keys = keys or {}
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = {i.name: group.create_task(self.fetch(i, period, caller)) for i in inputs}
+                tasks = {
+                    i.name: group.create_task(self.fetch(i, period, caller, keys.get(i.name)))
+                    for i in inputs
+                }
         except ExceptionGroup as failures:
             raise failures.exceptions[0] from None
         return {name: task.result() for name, task in tasks.items()}
@@ -265,10 +311,12 @@ class DomainRegistry:
         *,
         caller: str | None = None,
         if_none_match: str | None = None,
+        body: bytes | None = None,
     ) -> httpx.Response:
         """One read of a domain, tried again on a connect error, a read timeout or a
-        502/503/504 (idempotent methods only), each try through the domain's circuit. With
-        `if_none_match`, a `304 Not Modified` is an answer too."""
+        502/503/504 (idempotent methods only, and reads: a POST read too), each try through the
+        domain's circuit. With `if_none_match`, a `304 Not Modified` (a POST read's `412`) is an
+        answer too."""
         base = self.settings.domains.get(domain)
         if base is None:
             raise ServiceUnavailable(
@@ -279,8 +327,10 @@ class DomainRegistry:
             headers[ON_BEHALF_OF] = caller
         if if_none_match is not None:
             headers["If-None-Match"] = if_none_match
+        if body is not None:
+            headers["Content-Type"] = _FORM
         try:
-            return await self._retried(domain, product, method, base + path, params, headers)
+            return await self._retried(domain, product, method, base + path, params, headers, body)
         except Problem as failure:
             metrics.MESH_FETCH_FAILURES.labels(MESH, domain, failure.code).inc()
             raise
@@ -293,9 +343,12 @@ class DomainRegistry:
         url: str,
         params: Sequence[tuple[str, str]],
         headers: dict[str, str],
+        body: bytes | None = None,
     ) -> httpx.Response:
         settings = self.settings
-        attempts = settings.retry_attempts if method in IDEMPOTENT_METHODS else 1
+        # a POST read changes nothing: tried again like a GET
+        reads = method in IDEMPOTENT_METHODS or (method == "POST" and url.endswith("/query"))
+        attempts = settings.retry_attempts if reads else 1
         try:
             async for attempt in stamina.retry_context(
                 on=retryable,
@@ -308,7 +361,7 @@ class DomainRegistry:
                 if attempt.num > 1:
                     metrics.MESH_FETCH_RETRIES.labels(MESH, domain).inc()
                 with attempt:
-                    return await self._attempt(domain, product, method, url, params, headers)
+                    return await self._attempt(domain, product, method, url, params, headers, body)
         except httpx.TimeoutException:
             raise GatewayTimeout(
                 f"The {domain} domain did not answer for '{product}' within "
@@ -335,12 +388,17 @@ class DomainRegistry:
         url: str,
         params: Sequence[tuple[str, str]],
         headers: dict[str, str],
+        body: bytes | None = None,
     ) -> httpx.Response:
         circuit = self.circuits[domain]
         circuit.before_call(product)
         try:
             response = await self.client.request(
-                method, url, params=httpx.QueryParams(list(params)), headers=headers
+                method,
+                url,
+                params=httpx.QueryParams(list(params)),
+                headers=headers,
+                content=body,
             )
         except httpx.HTTPError as exc:
             circuit.failed(type(exc).__name__)
@@ -354,11 +412,29 @@ class DomainRegistry:
                 raise RetryableStatus(response)
         else:
             circuit.succeeded()
-        if response.status_code == 304 and "If-None-Match" in headers:
+        if response.status_code in _NOT_MODIFIED and "If-None-Match" in headers:
             return response
         if response.status_code != 200:
             raise _upstream_error(domain, product, response)
         return response
+
+
+def _key_filter(source: Input, keys: Sequence[Any] | None) -> bytes | None:
+    """The form body of a keyed read (`column=in.(k1,k2,...)`), or None to read every row: no
+    keys asked for, or more than a body may carry (MAX_KEY_BYTES)."""
+    if keys is None or source.keys is None:
+        return None
+    listed = ",".join(_listed(k) for k in keys)
+    body = urlencode([(source.keys.column, f"in.({listed})")]).encode()
+    return body if len(body) <= MAX_KEY_BYTES else None
+
+
+def _listed(value: Any) -> str:
+    """A value in a PostgREST `in.(...)` list: quoted if it holds a reserved character."""
+    text = value.isoformat() if isinstance(value, dt.date) else str(value)
+    if any(c in text for c in ',()" \\') or not text:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
 
 
 def _upstream_error(domain: str, product: str, response: httpx.Response) -> Problem:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.federation.fetch import Input
+from services.federation.fetch import Input, Keys
 from shared.declarations.products import Column, ColumnType, Product
 
 INTEGER, TEXT, MONEY = ColumnType.INTEGER, ColumnType.TEXT, ColumnType.MONEY
@@ -66,6 +66,13 @@ MACROS = (
 _CUSTOMERS = Input(
     "customers", "sales", "customers", ("customer_id", "customer_name", "email_key", "created_at")
 )
+# the customers Converted leads matched: the only ones whose orders a metric attributes (the
+# orders of the others are not read: services.federation.fetch.Keys)
+_MATCHED_CUSTOMERS = Keys(
+    "customer_id",
+    "SELECT DISTINCT c.customer_id FROM leads AS l "
+    "JOIN customers AS c ON l.email_key = c.email_key WHERE l.status = 'Converted'",
+)
 _ORDERS = Input(
     "orders",
     "sales",
@@ -74,6 +81,7 @@ _ORDERS = Input(
     filters=(("order_status", "neq.Cancelled"),),
     since_column="order_date",
     until_column="order_date",
+    keys=_MATCHED_CUSTOMERS,
 )
 _CONVERTED_LEADS = Input(
     "leads",
@@ -160,7 +168,14 @@ JOURNEY = Metric(
             until_is_timestamp=True,
         ),
         _CUSTOMERS,
-        Input("orders", "sales", "orders", _ORDERS.columns, filters=_ORDERS.filters),
+        Input(
+            "orders",
+            "sales",
+            "orders",
+            _ORDERS.columns,
+            filters=_ORDERS.filters,
+            keys=_MATCHED_CUSTOMERS,
+        ),
         _CAMPAIGNS,
     ),
     row_domains=("marketing", "sales"),  # a lead's row and its customer's, per row

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -18,10 +18,13 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from shared.declarations.products import Column, ColumnType, Domain, Product
 from shared.errors import (
+    InvalidValue,
     NotAcceptable,
     NotFound,
+    Problem,
     UnknownParameter,
     UnknownProduct,
+    UnsupportedMediaType,
 )
 from shared.openapi import BEARER_CHALLENGE, problem
 from shared.reading.formats import (
@@ -44,6 +47,7 @@ from shared.storage.db import Database
 from shared.telemetry.metrics import ROWS_NOTE
 
 _COUNT_MODES = ("exact", "planned", "estimated")
+FORM = "application/x-www-form-urlencoded"
 MASKED_COLUMNS = "Masked-Columns"  # the response header naming the columns read masked
 _log = logging.getLogger("datamesh")
 
@@ -91,7 +95,12 @@ def declaration_digest(product: Product) -> str:
 
 
 def representation_tag(
-    version: str, request: Request, read: ReadRequest, settings: ServiceSettings, salt: str = ""
+    version: str,
+    request: Request,
+    read: ReadRequest,
+    settings: ServiceSettings,
+    salt: str = "",
+    params: list[tuple[str, str]] | None = None,
 ) -> str:
     """The ETag of a read's answer: the data's `version` and a digest of everything else the
     body depends on (the parameters, the format, the masked columns, the count asked for, the
@@ -102,7 +111,7 @@ def representation_tag(
         (
             declaration_digest(query.product),
             read.fmt.value,
-            sorted(request.query_params.multi_items()),
+            sorted(request.query_params.multi_items() if params is None else params),
             sorted(query.masked),
             read.count_mode,
             salt,
@@ -121,10 +130,29 @@ async def conditional(
     if tag is None:
         return await answer()
     if matches(request.headers.get("if-none-match"), tag):
+        if request.method not in ("GET", "HEAD"):  # RFC 9110 13.1.2: 304 is for GET only
+            raise Unchanged(tag)
         return not_modified(tag, masked_header(read.query))
     response = await answer()
     response.headers.update({"ETag": tag, **REVALIDATE})
     return response
+
+
+class Unchanged(Problem):
+    """A POST read whose If-None-Match names the current ETag: RFC 9110 answers 412 (not 304,
+    which is for GET), and the client keeps the rows it has."""
+
+    status = 412
+    code = "not_modified"
+    title = "Precondition failed: not modified"
+
+    def __init__(self, tag: str):
+        super().__init__(
+            "The data has not changed since the ETag in If-None-Match: the rows already read "
+            "are the current ones.",
+            headers={"ETag": tag, **REVALIDATE},
+            etag=tag,
+        )
 
 
 def not_modified(tag: str, headers: dict[str, str] | None = None) -> Response:
@@ -195,11 +223,13 @@ def parse_request(
 ) -> ReadRequest:
     """Parse a read of the product (its query parameters, Accept and Prefer headers). PII
     columns are masked unless the caller holds `pii_scope` (None: masked for everyone)."""
-    fmt = negotiate(request.query_params.get("format"), request.headers.get("accept"))
+    given = request.query_params.multi_items() if params is None else params
+    asked = [value for name, value in given if name == "format"]
+    fmt = negotiate(asked[-1] if asked else None, request.headers.get("accept"))
     paged = fmt in (Format.JSON, Format.OBJECT)
     query = parse_read(
         product,
-        request.query_params.multi_items() if params is None else params,
+        given,
         max_limit=settings.max_page_size if paged else None,
         pii=pii_access(request, pii_scope),
     )
@@ -328,16 +358,21 @@ class ProductReader:
     def rows(self, conn: asyncpg.Connection | None = None) -> DatabaseRows:
         return DatabaseRows(self.database(), self.settings, self.pseudonym, conn)
 
-    async def read(self, request: Request, product: Product) -> Response:
-        """Rows of a product, filtered, ordered, paged and encoded as asked; PII columns
-        masked unless the caller holds the domain's pii scope. A product with a data version
-        answers with an ETag, and `304 Not Modified` when the request's If-None-Match names
-        the current one (nothing is read then). A JSON page reads the version and its rows on
-        one connection; a stream takes its own (held as long as it streams)."""
-        read = parse_request(request, product, self.settings, pii_scope=pii_scope(self.domain))
+    async def read(
+        self, request: Request, product: Product, params: list[tuple[str, str]] | None = None
+    ) -> Response:
+        """Rows of a product, filtered, ordered, paged and encoded as asked (by the query
+        string, or `params`: a POST read's); PII columns masked unless the caller holds the
+        domain's pii scope. A product with a data version answers with an ETag, and `304 Not
+        Modified` when the request's If-None-Match names the current one (nothing is read
+        then). A JSON page reads the version and its rows on one connection; a stream takes
+        its own (held as long as it streams)."""
+        read = parse_request(
+            request, product, self.settings, pii_scope=pii_scope(self.domain), params=params
+        )
         if read.fmt in STREAMING:
             async with self.database().connection() as conn:
-                tag = await self.entity_tag(conn, request, read)
+                tag = await self.entity_tag(conn, request, read, params)
             return await conditional(
                 request,
                 read,
@@ -345,13 +380,17 @@ class ProductReader:
                 lambda: respond(request, read, self.rows(), self.settings, self.slots),
             )
         async with self.database().connection() as conn:
-            tag = await self.entity_tag(conn, request, read)
+            tag = await self.entity_tag(conn, request, read, params)
             return await conditional(
                 request, read, tag, lambda: respond(request, read, self.rows(conn), self.settings)
             )
 
     async def entity_tag(
-        self, conn: asyncpg.Connection, request: Request, read: ReadRequest
+        self,
+        conn: asyncpg.Connection,
+        request: Request,
+        read: ReadRequest,
+        params: list[tuple[str, str]] | None = None,
     ) -> str | None:
         """The ETag of a read's answer: the product's data version (read before the rows:
         shared.storage.data_versions) and the read's representation_tag (with the
@@ -364,7 +403,30 @@ class ProductReader:
         version, pending = found
         if pending > COMPACT_ABOVE and self._compacting is None:
             self._compacting = asyncio.create_task(self._compact(self.database()))
-        return representation_tag(str(version), request, read, self.settings, self._key_digest)
+        return representation_tag(
+            str(version), request, read, self.settings, self._key_digest, params
+        )
+
+    async def read_posted(self, request: Request, product: Product) -> Response:
+        """A read whose parameters are in its body too (a form, as in a query string), for
+        filters too long for a URL, such as `customer_id=in.(...)` of thousands of keys; the
+        same grammar, answers and ETags as a GET with all of them in its query string."""
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != FORM:
+            raise UnsupportedMediaType(
+                f"A POST read's body is a form ({FORM}): the read's parameters, as in a query "
+                f"string; this one is '{media or 'none'}'.",
+                content_type=media or None,
+            )
+        body = await request.body()
+        try:
+            text = body.decode()
+            posted = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidValue(
+                "The POST read's body is not a form of UTF-8 name=value pairs joined by '&'."
+            ) from None
+        return await self.read(request, product, [*request.query_params.multi_items(), *posted])
 
     async def _compact(self, database: Database) -> None:
         try:
@@ -707,6 +769,52 @@ def _add_product(
 
     add_read_routes(router, domain.name, product, read, pii_scope=pii_scope(domain))
     path = product_path(domain.name, product)
+
+    async def read_posted(request: Request) -> Response:
+        return await reader.read_posted(request, product)
+
+    router.add_api_route(
+        f"{path}/query",
+        read_posted,
+        methods=["POST"],
+        name=f"query_{product.name}",
+        summary=f"Read {product.name.replace('-', ' ')} with parameters in the body",
+        description=f"The read of `GET {path}` with its parameters (any of them) in a form body "
+        "as well as in the query string: for filters too long for a URL, such as "
+        "`customer_id=in.(1,2,...)` with thousands of keys. Same grammar, formats, ETags and "
+        "errors; the body is at most the service's body limit.",
+        tags=[product.name],
+        openapi_extra={
+            "parameters": [
+                p for p in _openapi_parameters(product, pii_scope(domain)) if p["in"] == "header"
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    FORM: {
+                        "schema": {
+                            "type": "object",
+                            "description": "The read's parameters: `select`, `order`, `limit`, "
+                            "`format`, filters `<column>=<operator>.<value>`.",
+                            "additionalProperties": {"type": "string"},
+                        }
+                    }
+                },
+            },
+            **READ_GRAMMAR,
+        },
+        responses={
+            k: v for k, v in _responses(product, pii_scope(domain), many=True).items() if k != 304
+        }
+        | {
+            412: problem(
+                "`not_modified`: the If-None-Match names the current ETag (RFC 9110 answers "
+                "a POST so): the rows read before are current."
+            ),
+            415: problem(f"The body is not a form ({FORM})."),
+        },
+        response_class=Response,
+    )
     title = product.name.replace("-", " ").capitalize()
     if product.is_table and len(product.key) == 1:
         key = product.key[0]

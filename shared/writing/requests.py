@@ -13,7 +13,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from shared.declarations.products import Domain, Product
-from shared.errors import InvalidValue, Problem
+from shared.errors import InvalidValue, Problem, UnsupportedMediaType
 from shared.reading.routes import (
     entity_tag,
     pii_access,
@@ -34,12 +34,6 @@ WRITE_EXTENSION = {"x-write": "declared"}
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 CSV_TYPE = "text/csv"
 JSON_TYPE = "application/json"
-
-
-class UnsupportedMediaType(Problem):
-    status = 415
-    code = "unsupported_media_type"
-    title = "Unsupported media type"
 
 
 class PreconditionFailed(Problem):
