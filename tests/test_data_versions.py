@@ -269,21 +269,21 @@ async def test_a_posted_read_is_the_get_with_its_parameters_in_the_body(
     query = {"select": "order_id,customer_id,total_amount", "order": "order_id"}
     keys = "customer_id=in.(1,2,3)"
     got = await sales.get("/sales/v1/orders", params={**query, "customer_id": "in.(1,2,3)"})
-    posted = await sales.post("/sales/v1/orders/query", params=query, content=keys, headers=FORM)
+    posted = await sales.post("/sales/v1/query/orders", params=query, content=keys, headers=FORM)
     assert posted.status_code == 200, posted.text
     assert posted.content == got.content
     assert {r["customer_id"] for r in posted.json()} <= {1, 2, 3}
     assert posted.headers["etag"] == got.headers["etag"]  # the same read, the same tag
     # every parameter may be in the body, the format too
     arrow = await sales.post(
-        "/sales/v1/orders/query",
+        "/sales/v1/query/orders",
         content="format=arrow&select=order_id&customer_id=in.(1)",
         headers=FORM,
     )
     assert arrow.headers["content-type"] == "application/vnd.apache.arrow.stream"
     # unchanged: RFC 9110 answers a POST's matching If-None-Match with 412, never 304
     unchanged = await sales.post(
-        "/sales/v1/orders/query",
+        "/sales/v1/query/orders",
         params=query,
         content=keys,
         headers={**FORM, "If-None-Match": posted.headers["etag"]},
@@ -296,8 +296,8 @@ async def test_a_posted_read_is_the_get_with_its_parameters_in_the_body(
 async def test_a_posted_read_refuses_what_a_get_refuses_and_a_body_that_is_no_form(
     sales: httpx.AsyncClient,
 ) -> None:
-    orders, customers = "/sales/v1/orders/query", "/sales/v1/customers/query"
-    cases = [
+    orders, customers = "/sales/v1/query/orders", "/sales/v1/query/customers"
+    cases: list[tuple[str, str | bytes, dict[str, str], int]] = [
         (orders, "customer_id=in.(1)", {"Content-Type": "application/json"}, 415),
         (orders, "customer_id=in.(1)", {}, 415),
         (orders, b"customer_id=\xff", FORM, 400),
@@ -319,5 +319,5 @@ async def test_a_posted_read_refuses_what_a_get_refuses_and_a_body_that_is_no_fo
         response = await sales.post(path, content=body, headers=headers)
         assert (response.status_code, response.json()["code"]) == (status, code), body[:40]
     assert (
-        await sales.post("/sales/v1/customers/query", content="", headers=FORM)
+        await sales.post("/sales/v1/query/customers", content="", headers=FORM)
     ).status_code == 200

@@ -266,7 +266,7 @@ async def test_orders_are_read_for_the_matched_customers_only(
         if r.name == "datamesh.access" and '"service":"sales"' in r.getMessage()
     ]
     orders = [(r["method"], r["path"]) for r in reads if r["product"] == "orders"]
-    assert orders == [("POST", "/sales/v1/orders/query")]
+    assert orders == [("POST", "/sales/v1/query/orders")]
 
 
 def test_a_key_list_too_long_for_a_body_reads_every_row() -> None:

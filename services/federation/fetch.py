@@ -28,6 +28,7 @@ from services.federation.resilience import (
 from services.federation.settings import SERVICE as MESH
 from services.federation.settings import FederationSettings
 from shared.errors import GatewayTimeout, Problem, ServiceUnavailable
+from shared.reading.routes import posted_read_path
 from shared.security.auth import (
     ON_BEHALF_OF,  # the end user a read is for: a domain limits per user
     AuthSettings,
@@ -100,7 +101,7 @@ class Keys:
     """The rows of an input that can matter to its metric, named by the metric's other inputs:
     `sql` (DuckDB, over the other inputs by their names) answers the values of the input's
     `column` that the metric can join; the mesh reads only the rows holding one of them (a
-    semi-join pushed to the domain: `POST .../query` with `column=in.(...)`). The rows left out
+    semi-join pushed to the domain: a POST read, `column=in.(...)` in its body). The rows left out
     must not change the metric's answer: the Spark engine reads them all, and the tests
     compare both engines."""
 
@@ -227,7 +228,7 @@ class DomainRegistry:
         body = _key_filter(source, keys)
         method = "GET" if body is None else "POST"
         if body is not None:
-            path = f"{path}/query"
+            path = posted_read_path(path)
         digest = None if body is None else hashlib.sha256(body).hexdigest()
         key = (source.domain, path, tuple(params), digest)
         kept = self.cache.get(key) if self.cache is not None else None
@@ -347,7 +348,7 @@ class DomainRegistry:
     ) -> httpx.Response:
         settings = self.settings
         # a POST read changes nothing: tried again like a GET
-        reads = method in IDEMPOTENT_METHODS or (method == "POST" and url.endswith("/query"))
+        reads = method in IDEMPOTENT_METHODS or body is not None
         attempts = settings.retry_attempts if reads else 1
         try:
             async for attempt in stamina.retry_context(

@@ -235,7 +235,7 @@ class ServiceLevels:
 
 
 # names a product may not take: they are routes of every domain
-RESERVED_PRODUCT_NAMES = frozenset({"metadata", "quality", "contracts", "corrections"})
+RESERVED_PRODUCT_NAMES = frozenset({"metadata", "quality", "contracts", "corrections", "query"})
 _DOMAIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # names a domain may not take: the mesh's service, the framework's migration history
 RESERVED_DOMAIN_NAMES = {

@@ -57,6 +57,13 @@ def product_path(service: str, product: Product) -> str:
     return f"/{service}/v{product.version}/{product.name}"
 
 
+def posted_read_path(path: str) -> str:
+    """Where a product's POST read is: `/<service>/v<N>/query/<product>` for the product at
+    `/<service>/v<N>/<product>` (not under the product's path, where its rows' keys are)."""
+    head, _, name = path.rpartition("/")
+    return f"{head}/query/{name}"
+
+
 def entity_tag(row_json: str) -> str:
     """The strong ETag of a row as answered: the SHA-256 of its JSON text (a single-row read
     and a write's response give the same one for the same row and caller)."""
@@ -774,7 +781,7 @@ def _add_product(
         return await reader.read_posted(request, product)
 
     router.add_api_route(
-        f"{path}/query",
+        posted_read_path(path),
         read_posted,
         methods=["POST"],
         name=f"query_{product.name}",
