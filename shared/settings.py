@@ -9,6 +9,17 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# the stores a rate limit may count in (the `limits` library's storage schemes that need no
+# client library beyond redis-py): one process's memory, or Redis
+RATE_LIMIT_SCHEMES = (
+    "memory",
+    "redis",
+    "rediss",
+    "redis+unix",
+    "redis+sentinel",
+    "redis+cluster",
+)
+
 
 class ServiceSettings(BaseSettings):
     """Settings every DataMesh process shares (prefix DATAMESH_)."""
@@ -36,7 +47,20 @@ class ServiceSettings(BaseSettings):
     # requests per minute per token subject (per client address without a valid token); None:
     # the service's declared rate (a domain's declaration, the mesh's settings); 0: no limit
     rate_limit_per_minute: int | None = Field(None, ge=0)
+    # where the rate limits' moving windows are counted, a `limits` storage URI: memory:// (each
+    # process counts its own, a caller's rate divided among the workers of one server), or a
+    # store every worker and replica shares: redis://host:port/db, rediss:// (TLS),
+    # redis+unix:///path, redis+sentinel://host:port/service, redis+cluster://host:port,...
+    # (shared.serving.rate_limits, docs/security.md)
+    rate_limit_storage: str = "memory://"
     max_body_bytes: int = Field(1_048_576, ge=0)
+    # the processes serving this service from one listening socket: set by serve_workers for
+    # its workers (`--workers N`), never by hand; the memory store divides rates by it
+    workers: int = Field(1, ge=1)
+    # of the processes serving a domain (workers, replicas) one leads its background jobs (view
+    # refresh, quality schedule, lake export: shared.storage.leader); the others try to take
+    # the lead this often, and the leader checks that it still holds it
+    leader_check_seconds: float = Field(2.0, gt=0)
     # the addresses (comma-separated IPs or CIDRs; `*` for any) of reverse proxies whose
     # X-Forwarded-For / X-Forwarded-Proto are trusted; None: none, the peer address is the
     # client's (shared.serving.server)
@@ -98,6 +122,20 @@ class ServiceSettings(BaseSettings):
                 f"public_url '{value}' is not a base URL like https://data.example.com"
             )
         return value.rstrip("/")
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _rate_limit_storage(cls, value: str) -> str:
+        # the scheme only in a message: the URI may carry the store's password
+        text = value.strip() or "memory://"
+        scheme = text.partition("://")[0].lower().removeprefix("async+")
+        if "://" not in text or scheme not in RATE_LIMIT_SCHEMES:
+            raise ValueError(
+                f"DATAMESH_RATE_LIMIT_STORAGE: the scheme '{scheme}' is not one of "
+                f"{', '.join(s + '://' for s in RATE_LIMIT_SCHEMES)} (a storage URI of the limits "
+                "library, e.g. redis://127.0.0.1:6379/0)"
+            )
+        return text
 
     @field_validator("lake_url", "lake_s3_endpoint")
     @classmethod

@@ -48,6 +48,8 @@ from shared.errors import PROBLEM_JSON
 from shared.settings import ServiceSettings
 from shared.telemetry.metrics import MULTIPROCESS_DIR
 
+WORKERS = "DATAMESH_WORKERS"  # ServiceSettings.workers, in the environment of each worker
+
 
 def _problem(status: int, reason: str, code: str, title: str, detail: str) -> bytes:
     """A whole HTTP/1.1 problem+json answer that closes the connection, written before (or
@@ -285,7 +287,9 @@ def serve_workers(app: str, *, host: str, port: int, workers: int) -> int:
     listener.listen(2048)
     listener.set_inheritable(True)
     metrics_dir = tempfile.mkdtemp(prefix="datamesh-metrics-")
-    env = {**os.environ, MULTIPROCESS_DIR: metrics_dir}
+    # each worker knows how many share the socket: the memory store of the rate limits gives
+    # each its share of a caller's rate (shared.serving.rate_limits)
+    env = {**os.environ, MULTIPROCESS_DIR: metrics_dir, WORKERS: str(workers)}
     command = [sys.executable, "-m", "shared.serving.server", app, "--fd", str(listener.fileno())]
     stopping = False
 
