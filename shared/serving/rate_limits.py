@@ -60,6 +60,12 @@ def redacted(uri: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
+def _scrubbed(message: str, uri: str) -> str:
+    """A message about the URI without its password, however the message quotes the URI."""
+    password = urlsplit(uri).password
+    return message.replace(password, "***") if password else message
+
+
 def open_storage(uri: str) -> Storage:
     """The asyncio storage of the `limits` library for a URI of DATAMESH_RATE_LIMIT_STORAGE
     (plain `redis://...`, or the library's `async+redis://...`): Redis through redis-py's
@@ -79,9 +85,9 @@ def open_storage(uri: str) -> Storage:
     try:
         storage = storage_from_string(location, **options)
     except Exception as exc:  # the library's ConfigurationError, redis-py's ValueError, ...
-        message = str(exc).replace(uri, redacted(uri))
         raise ValueError(
-            f"{SETTING} '{redacted(uri)}' cannot be used: {type(exc).__name__}: {message}"
+            f"{SETTING} '{redacted(uri)}' cannot be used: {type(exc).__name__}: "
+            f"{_scrubbed(str(exc), uri)}"
         ) from None
     if not isinstance(storage, Storage):  # a synchronous storage: not what the URI gives
         raise ValueError(f"{SETTING} '{redacted(uri)}' is not an asyncio storage")
@@ -166,7 +172,7 @@ class CallerLimits:
                 "the rate limit store %s failed (%s): the %s service counts each caller in "
                 "this process (%d a minute) until it answers; asked again every %gs",
                 redacted(self.uri),
-                reason.replace(self.uri, redacted(self.uri)),
+                _scrubbed(reason, self.uri),
                 self.service,
                 self.share.amount,
                 RETRY_STORE_SECONDS,

@@ -273,6 +273,20 @@ def server_config(
     return uvicorn.Config(app, **(defaults | options))
 
 
+def default_workers() -> int:
+    """Worker processes per service when `datamesh up` is not told: half the cores this process
+    may run on, at least 1 and at most 4. `datamesh up` serves every domain and the mesh on one
+    machine, beside their PostgreSQL servers: half the cores each leaves the others room (a
+    laptop of 2 cores gets 1 worker each, one of 8 or more 4), and 4 bounds the memory (each
+    worker is a whole process: its imports, caches, pool) and the connections (each worker's
+    pool, docs/operations.md)."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (a container's)
+    except AttributeError:  # macOS
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores // 2))
+
+
 def serve_workers(app: str, *, host: str, port: int, workers: int) -> int:
     """Serve `app` from `workers` processes sharing one listening socket: this process binds
     it, starts the workers (each `python -m shared.serving.server <app> --fd N`, the app
