@@ -9,17 +9,6 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# the stores a rate limit may count in (the `limits` library's storage schemes that need no
-# client library beyond redis-py): one process's memory, or Redis
-RATE_LIMIT_SCHEMES = (
-    "memory",
-    "redis",
-    "rediss",
-    "redis+unix",
-    "redis+sentinel",
-    "redis+cluster",
-)
-
 
 class ServiceSettings(BaseSettings):
     """Settings every DataMesh process shares (prefix DATAMESH_)."""
@@ -126,16 +115,9 @@ class ServiceSettings(BaseSettings):
     @field_validator("rate_limit_storage")
     @classmethod
     def _rate_limit_storage(cls, value: str) -> str:
-        # the scheme only in a message: the URI may carry the store's password
-        text = value.strip() or "memory://"
-        scheme = text.partition("://")[0].lower().removeprefix("async+")
-        if "://" not in text or scheme not in RATE_LIMIT_SCHEMES:
-            raise ValueError(
-                f"DATAMESH_RATE_LIMIT_STORAGE: the scheme '{scheme}' is not one of "
-                f"{', '.join(s + '://' for s in RATE_LIMIT_SCHEMES)} (a storage URI of the limits "
-                "library, e.g. redis://127.0.0.1:6379/0)"
-            )
-        return text
+        # checked where the store is opened (shared.serving.rate_limits.open_storage), whose
+        # errors never repeat the store's password (a validation error here would)
+        return value.strip() or "memory://"
 
     @field_validator("lake_url", "lake_s3_endpoint")
     @classmethod

@@ -41,6 +41,9 @@ STORE_TIMEOUT_SECONDS = 0.5  # one request's counting in the shared store, at mo
 RETRY_STORE_SECONDS = 5.0  # after a failure, callers are counted in the process this long
 KEY_PREFIX = "datamesh"  # the keys of the windows in the store: datamesh:LIMITER/<service>/...
 SETTING = "DATAMESH_RATE_LIMIT_STORAGE"
+# the stores a rate limit may count in (the `limits` library's storage schemes that need no
+# client library beyond redis-py): one process's memory, or Redis
+SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
 
 _log = logging.getLogger("datamesh.rate_limits")
 
@@ -72,6 +75,13 @@ def open_storage(uri: str) -> Storage:
     asyncio client, its errors wrapped as the library's StorageError, each call cut at
     STORE_TIMEOUT_SECONDS. It connects on first use. A URI it cannot use is a ValueError naming
     the setting (the service does not start)."""
+    scheme, found, _ = uri.partition("://")
+    if not found or scheme.lower().removeprefix("async+") not in SCHEMES:
+        given = f"its scheme '{scheme}'" if found else "it has no scheme"
+        raise ValueError(
+            f"{SETTING} is not a storage URI the services use ({given}): one of "
+            f"{', '.join(s + '://...' for s in SCHEMES)}, e.g. redis://127.0.0.1:6379/0"
+        )
     if not shared_store(uri):
         return MemoryStorage()
     location = uri if uri.lower().startswith("async+") else f"async+{uri}"

@@ -290,7 +290,8 @@ def default_workers() -> int:
 def serve_workers(app: str, *, host: str, port: int, workers: int) -> int:
     """Serve `app` from `workers` processes sharing one listening socket: this process binds
     it, starts the workers (each `python -m shared.serving.server <app> --fd N`, the app
-    imported and its lifespan run in each), restarts one that dies, and on SIGTERM or SIGINT
+    imported and its lifespan run in each), restarts one that dies (unless it exited by itself
+    in its first 10 s: the app cannot start, and the others stop too), and on SIGTERM or SIGINT
     stops them all, each with its graceful shutdown. The workers keep their metrics in a
     directory of this run (prometheus-client's multiprocess mode), so that a scrape answered
     by any of them counts all of them. The exit status: 0, or a worker's failure at start."""
@@ -327,8 +328,10 @@ def serve_workers(app: str, *, host: str, port: int, workers: int) -> int:
                 code = worker.poll()
                 if code is None or stopping:
                     continue
-                mark_process_dead(worker.pid)
-                if time.monotonic() - started < 10:  # it failed at start: so will the others
+                mark_process_dead(worker.pid, metrics_dir)  # its live gauges leave the sums
+                # one that exited by itself early failed at start: so will the others; one
+                # killed by a signal (the OOM killer, an operator) is started again
+                if code >= 0 and time.monotonic() - started < 10:
                     status, stopping = code or 1, True
                     break
                 running[n] = start()
