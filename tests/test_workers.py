@@ -319,13 +319,15 @@ def databases(postgres_servers: dict[str, PostgresServer]) -> dict[str, str]:
 
 
 def lock_holders(url: str, name: str) -> list[str]:
-    """The application names of the connections holding the domain's leader lock."""
+    """The application names of the connections holding the domain's leader lock in the
+    database (the server's other databases have their own leaders)."""
     key = leader_lock_key(name) & 0xFFFF_FFFF_FFFF_FFFF
     with psycopg.connect(owner_url(url)) as conn:
         rows = conn.execute(
             "SELECT a.application_name FROM pg_locks AS l JOIN pg_stat_activity AS a "
             "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
-            "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
+            "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (key >> 32, key & 0xFFFF_FFFF),
         ).fetchall()
     return [row[0] for row in rows]
