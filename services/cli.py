@@ -34,10 +34,13 @@ from shared.governance.quality import Outcome, QualityRun, run_quality
 from shared.publishing.lake import ExportBusy, Exported, Lake, export_domain, pseudonym_key
 from shared.security.auth import AuthSettings, ensure_secret, known_scopes, mint_token
 from shared.security.pseudonym import PseudonymSettings, ensure_pseudonym_secret
+from shared.serving.server import default_workers
 from shared.settings import ServiceSettings, database_url_for, migration_database_url_for
 from shared.storage import migrations, sql_port
 from shared.storage.db import (
     connect,
+    connection_capacity,
+    connections_per_process,
     grant_service_role,
     role_of,
     service_role,
@@ -49,6 +52,8 @@ from shared.storage.sample_data import load_if_empty, seed_if_empty
 cli = typer.Typer(
     help="DataMesh: domain data products over REST, joined by the mesh.", no_args_is_help=True
 )
+# connections of a domain database `datamesh up` leaves to the command line and migrations
+KEPT_CONNECTIONS = 5
 
 
 def default_ports() -> dict[str, int]:
@@ -312,11 +317,14 @@ def up(
         ),
     ] = None,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=1, help="Worker processes per service, sharing its port (docs/operations.md)."
+            min=1,
+            help="Worker processes per service, sharing its port (default: half the cores, 1 "
+            f"to 4: {default_workers()} here; docs/operations.md).",
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
     engine: Annotated[
         MeshEngine,
         typer.Option(
@@ -337,6 +345,7 @@ def up(
     """Start every domain's database, migrate, load sample data if empty, serve everything."""
     ports = _ports({name: port_options[f"port_{name}"] for name in default_ports()}, port or [])
     settings = ServiceSettings()
+    workers = workers or default_workers()
     root = (data_dir or settings.data_dir).resolve()
     stopping = False
 
@@ -353,6 +362,7 @@ def up(
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         prepare_databases(databases, _as_of(as_of))
+        _refuse_too_many_connections(databases, workers, settings)
         base = {name: f"http://{host}:{ports[name]}" for name in ports}
         # no service is given a database URL but its own (the mesh none), nor an owner's
         env = {
@@ -430,6 +440,35 @@ def up(
         terminate_services(processes, grace=settings.shutdown_grace_seconds)
         stop_databases(databases)
         typer.echo("Stopped.")
+
+
+def _refuse_too_many_connections(
+    databases: list[DomainDatabase], workers: int, settings: ServiceSettings
+) -> None:
+    """Exit (code 1) if the workers of a domain's service could open more connections than its
+    database accepts (each worker its pool and a few more: connections_per_process), less a
+    few kept for the command line and migrations: rather than 503s under load."""
+    needed = workers * connections_per_process(settings)
+
+    async def capacity(url: str) -> int:
+        conn = await connect(url)
+        try:
+            return await connection_capacity(conn)
+        finally:
+            await conn.close()
+
+    for database in databases:
+        accepted = asyncio.run(capacity(database.migration_url)) - KEPT_CONNECTIONS
+        if needed > accepted:
+            typer.echo(
+                f"The {database.name} service's {workers} workers could open {needed} connections "
+                f"to its database ({connections_per_process(settings)} each: "
+                f"DATAMESH_POOL_SIZE={settings.pool_size} and 3 more), more than the {accepted} "
+                f"it accepts (max_connections less those reserved, less {KEPT_CONNECTIONS} kept "
+                "for the command line): fewer --workers, or a smaller DATAMESH_POOL_SIZE.",
+                err=True,
+            )
+            raise typer.Exit(1)
 
 
 def _refuse_ports_in_use(host: str, ports: dict[str, int]) -> None:

@@ -1,6 +1,8 @@
 """Background jobs of a service: a coroutine run at start and then every few seconds while the
 service runs (scheduled quality runs, view refreshes). A failed run is logged and the schedule
-goes on; leaving the context stops it, letting a run in progress finish for a grace period."""
+goes on; leaving the context stops it, letting a run in progress finish for a grace period. A
+job that one of several processes runs (shared.storage.leader) skips its turns in the others
+(`only_if`)."""
 
 from __future__ import annotations
 
@@ -22,14 +24,17 @@ async def every(
     log: logging.Logger = _log,
     *,
     first_after: float = 0.0,
+    only_if: Callable[[], bool] | None = None,
 ) -> AsyncIterator[None]:
     """While inside, run `job` at start (or `first_after` seconds after) and every
-    `interval_seconds` (0: never); the task is called `name`, and failures are logged on `log`
-    as "<name> failed; next in <interval>s"."""
+    `interval_seconds` (0: never), each time `only_if` (if given) says so; the task is called
+    `name`, and failures are logged on `log` as "<name> failed; next in <interval>s"."""
     if interval_seconds <= 0:
         yield
         return
     stop = asyncio.Event()
+    if only_if is not None:
+        job = _when(only_if, job)
     loop = _loop(name, interval_seconds, job, stop, log, first_after)
     task = asyncio.create_task(loop, name=name)
     try:
@@ -40,6 +45,16 @@ async def every(
             await asyncio.wait_for(task, STOP_GRACE_SECONDS)  # cancels it past the grace
         except TimeoutError:
             log.warning("%s cancelled at shutdown", name)
+
+
+def _when(
+    condition: Callable[[], bool], job: Callable[[], Awaitable[None]]
+) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        if condition():
+            await job()
+
+    return run
 
 
 async def _loop(

@@ -36,7 +36,20 @@ class ServiceSettings(BaseSettings):
     # requests per minute per token subject (per client address without a valid token); None:
     # the service's declared rate (a domain's declaration, the mesh's settings); 0: no limit
     rate_limit_per_minute: int | None = Field(None, ge=0)
+    # where the rate limits' moving windows are counted, a `limits` storage URI: memory:// (each
+    # process counts its own, a caller's rate divided among the workers of one server), or a
+    # store every worker and replica shares: redis://host:port/db, rediss:// (TLS),
+    # redis+unix:///path, redis+sentinel://host:port/service, redis+cluster://host:port,...
+    # (shared.serving.rate_limits, docs/security.md)
+    rate_limit_storage: str = "memory://"
     max_body_bytes: int = Field(1_048_576, ge=0)
+    # the processes serving this service from one listening socket: set by serve_workers for
+    # its workers (`--workers N`), never by hand; the memory store divides rates by it
+    workers: int = Field(1, ge=1)
+    # of the processes serving a domain (workers, replicas) one leads its background jobs (view
+    # refresh, quality schedule, lake export: shared.storage.leader); the others try to take
+    # the lead this often, and the leader checks that it still holds it
+    leader_check_seconds: float = Field(2.0, gt=0)
     # the addresses (comma-separated IPs or CIDRs; `*` for any) of reverse proxies whose
     # X-Forwarded-For / X-Forwarded-Proto are trusted; None: none, the peer address is the
     # client's (shared.serving.server)
@@ -98,6 +111,13 @@ class ServiceSettings(BaseSettings):
                 f"public_url '{value}' is not a base URL like https://data.example.com"
             )
         return value.rstrip("/")
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _rate_limit_storage(cls, value: str) -> str:
+        # checked where the store is opened (shared.serving.rate_limits.open_storage), whose
+        # errors never repeat the store's password (a validation error here would)
+        return value.strip() or "memory://"
 
     @field_validator("lake_url", "lake_s3_endpoint")
     @classmethod

@@ -27,6 +27,7 @@ from shared.storage import migrations
 from shared.storage.db import grant_service_role, service_role, track_data_versions
 from shared.storage.sample_data import load_if_empty
 from tests.postgres import PostgresServer, postgres_per_domain
+from tests.redis_server import redis_server
 from tests.servers import served
 
 AS_OF = dt.date(2024, 10, 18)
@@ -57,6 +58,13 @@ def postgres_servers(
     """One PostgreSQL server per domain (embedded by default; see tests/postgres.py)."""
     with postgres_per_domain(tmp_path_factory.mktemp("postgres")) as servers:
         yield servers
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis server of the tests' own, for the rate limits' shared store (tests/redis_server.py)."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 # service-role URL -> the owner's URL of the same database, for tests that change the schema

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -462,6 +463,7 @@ async def test_the_access_log_names_the_caller_but_never_a_token_or_a_value(
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", first.pop("time"))
     assert first == {
         "service": "sales",
+        "pid": os.getpid(),
         "method": "GET",
         "path": "/sales/v1/customers",
         "params": ["email", "select"],

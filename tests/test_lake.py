@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from services import DOMAINS, domain
+from services import DOMAINS, domain, sample
 from services.cli import cli
 from shared.declarations.products import Product
 from shared.publishing.lake import (
@@ -49,7 +49,7 @@ from shared.serving.app import create_domain_app
 from shared.settings import ServiceSettings
 from shared.storage.db import connect
 from shared.storage.embedded import free_port
-from tests.conftest import ADMIN, app_client, sample_databases, token
+from tests.conftest import ADMIN, AS_OF, app_client, create_database, sample_databases, token
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -666,17 +666,23 @@ async def test_the_snapshots_endpoint_lists_a_products_snapshots_newest_first(
         assert {"200", "404", "503"} <= set(operation["responses"])
 
 
+@pytest.fixture(scope="module")
+def scheduled_database(postgres_servers: dict[str, PostgresServer]) -> str:
+    """A marketing database of its own: the module's services (`clients`) lead the background
+    jobs of theirs, and only a leader exports (shared.storage.leader)."""
+    rows = sample("marketing")(AS_OF)
+    return create_database(postgres_servers, "marketing", "marketing_lake_schedule", rows)
+
+
 async def test_a_domain_service_exports_on_its_schedule(
-    lake_databases: dict[str, str], settings: ServiceSettings, tmp_path: Path
+    scheduled_database: str, settings: ServiceSettings, tmp_path: Path
 ) -> None:
     marketing = domain("marketing")
     root = tmp_path / "lake"
     configured = settings.model_copy(
         update={"lake_url": str(root), "lake_export_seconds": 3600.0, "lake_keep": 2}
     )
-    app = create_domain_app(
-        marketing, database_url=lake_databases["marketing"], settings=configured
-    )
+    app = create_domain_app(marketing, database_url=scheduled_database, settings=configured)
     async with app_client(app) as client:  # the first export runs at start
         deadline = time.monotonic() + 30
         while True:

@@ -257,7 +257,8 @@ def test_generate_writes_the_files_for_the_registered_domains(tmp_path: Path) ->
         for name in (
             *("SALES_DB_PASSWORD", "MARKETING_DB_PASSWORD"),
             *("SALES_SERVICE_DB_PASSWORD", "MARKETING_SERVICE_DB_PASSWORD"),
-            *("DATAMESH_JWT_SECRET", "DATAMESH_PSEUDONYM_SECRET", "DATAMESH_TOKEN"),
+            *("DATAMESH_JWT_SECRET", "DATAMESH_PSEUDONYM_SECRET", "DATAMESH_RATE_LIMIT_STORAGE"),
+            "DATAMESH_TOKEN",
             *("GRAFANA_ADMIN_PASSWORD", "DATAMESH_GRAFANA_TOKEN"),
         )
     ]

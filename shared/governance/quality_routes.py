@@ -280,10 +280,16 @@ class _QualityRoutes:
 
 
 def quality_schedule(
-    domain: Domain, database: Database, interval_seconds: float, after_run: AfterRun = None
+    domain: Domain,
+    database: Database,
+    interval_seconds: float,
+    after_run: AfterRun = None,
+    leads: Callable[[], bool] | None = None,
 ) -> AbstractAsyncContextManager[None]:
-    """While inside, run the domain's checks at start and every `interval_seconds` (0: never).
-    A failed run is logged and the schedule goes on; leaving stops it cleanly."""
+    """While inside, run the domain's checks at start and every `interval_seconds` (0: never),
+    while `leads` says this process leads the domain's background jobs
+    (shared.storage.leader). A failed run is logged and the schedule goes on; leaving stops it
+    cleanly."""
 
     async def run() -> None:
         async with database.connection() as conn:
@@ -300,4 +306,5 @@ def quality_schedule(
             tally.errored,
         )
 
-    return every(f"scheduled quality run of the {domain.name} domain", interval_seconds, run, _log)
+    name = f"scheduled quality run of the {domain.name} domain"
+    return every(name, interval_seconds, run, _log, only_if=leads)

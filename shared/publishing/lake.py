@@ -725,11 +725,15 @@ def pseudonym_key(domain: Domain, settings: PseudonymSettings | None = None) -> 
 
 @asynccontextmanager
 async def lake_exports(
-    domain: Domain, database_url: str, settings: ServiceSettings
+    domain: Domain,
+    database_url: str,
+    settings: ServiceSettings,
+    leads: Callable[[], bool] | None = None,
 ) -> AsyncIterator[None]:
     """While inside, export the domain's products to DATAMESH_LAKE_URL at start and every
-    DATAMESH_LAKE_EXPORT_SECONDS (0: never). Of several processes serving the domain (workers,
-    replicas), one exports at a time; the others skip their turn."""
+    DATAMESH_LAKE_EXPORT_SECONDS (0: never), while `leads` says this process leads the domain's
+    background jobs (shared.storage.leader). Of several processes serving the domain (workers,
+    replicas), one exports at a time in any case; another skips its turn."""
     if settings.lake_export_seconds <= 0 or not settings.lake_url:
         yield
         return
@@ -760,5 +764,5 @@ async def lake_exports(
         )
 
     name = f"lake export of the {domain.name} domain"
-    async with every(name, settings.lake_export_seconds, export, _log):
+    async with every(name, settings.lake_export_seconds, export, _log, only_if=leads):
         yield

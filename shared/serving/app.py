@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -25,6 +25,7 @@ from shared.serving.docs import install_docs
 from shared.serving.hygiene import METRICS_PATH, install_hygiene
 from shared.settings import ServiceSettings, database_url_for
 from shared.storage.db import Database
+from shared.storage.leader import Leadership, leadership
 from shared.storage.views import view_refresher
 from shared.telemetry.metrics import CONTENT_TYPE, ProductStates, exposition
 from shared.telemetry.tracing import install_tracing
@@ -119,13 +120,22 @@ def create_domain_app(
             # a server that could lose acknowledged writes: the service refuses to start
             await app.state.database.verify_durability()
             database = app.state.database
-            async with (
-                quality_schedule(domain, database, settings.quality_interval_seconds, after_run),
-                view_refresher(domain, database, settings.view_refresh_seconds),
-                state_reader(domain, database, states, settings.metrics_state_seconds),
-                lake_exports(domain, url, settings),
-            ):
-                yield
+            # the jobs on the whole database run in one process of those serving the domain
+            # (workers, replicas): the leader; the metrics' readings are each process's own
+            # (a scrape renders the answering worker's), and none without metrics
+            async with leadership(domain.name, url, settings) as leader:
+                app.state.leadership = leader
+                leads = leader.leads
+                interval = settings.quality_interval_seconds
+                async with (
+                    quality_schedule(domain, database, interval, after_run, leads),
+                    view_refresher(domain, database, settings.view_refresh_seconds, leads),
+                    state_reader(domain, database, states, settings.metrics_state_seconds)
+                    if settings.metrics_enabled
+                    else nullcontext(),
+                    lake_exports(domain, url, settings, leads),
+                ):
+                    yield
         finally:
             await app.state.database.dispose()
 
@@ -146,7 +156,10 @@ def create_domain_app(
         database: Database = app.state.database
         return database
 
-    app.include_router(readiness_router(domain.name, database))
+    def leader() -> Leadership | None:
+        return getattr(app.state, "leadership", None)
+
+    app.include_router(readiness_router(domain.name, database, leader))
 
     # fixed paths (metadata, quality, contracts) go before the products: the product router
     # ends with a catch-all that answers unknown products
@@ -162,8 +175,13 @@ def create_domain_app(
     return app
 
 
-def readiness_router(name: str, database: Callable[[], Database]) -> APIRouter:
-    """`GET /<domain>/readyz`: the database answers and is migrated to the newest revision."""
+def readiness_router(
+    name: str,
+    database: Callable[[], Database],
+    leader: Callable[[], Leadership | None] = lambda: None,
+) -> APIRouter:
+    """`GET /<domain>/readyz`: the database answers and is migrated to the newest revision;
+    `leader` says whether the answering process leads the domain's background jobs."""
     router = APIRouter()
 
     @router.get(
@@ -173,8 +191,11 @@ def readiness_router(name: str, database: Callable[[], Database]) -> APIRouter:
         responses={503: problem("The database does not answer or is not migrated.")},
     )
     async def readyz() -> JSONResponse:
-        """The database answers and is migrated to the newest revision."""
+        """The database answers and is migrated to the newest revision (`leader`: whether the
+        process that answers leads the domain's background jobs)."""
         state = await database().readiness()
+        elected = leader()
+        state["leader"] = elected is not None and elected.leading
         if not state["ready"]:
             raise ServiceUnavailable(
                 f"The {name} database is not ready: {state}.", headers={"Retry-After": "1"}

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -18,9 +19,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI
-from limits import RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
@@ -30,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.errors import PROBLEM_CODE, Problem, problem_response
 from shared.reading.formats import MEDIA_TYPES
 from shared.security.auth import Principal, TokenVerifier, caller_of, verified_principal
+from shared.serving.rate_limits import CallerLimits
 from shared.settings import ServiceSettings
 from shared.telemetry import metrics
 
@@ -71,6 +70,7 @@ METRICS_PATH = "/metrics"
 _FORMATS = {media.split(";")[0]: str(name) for name, media in MEDIA_TYPES.items()}
 
 access_log = logging.getLogger("datamesh.access")
+_PID = os.getpid()  # a worker is a process started anew (serve_workers), never a fork
 
 
 def rate_limit_for(declared: int, settings: ServiceSettings) -> int:
@@ -127,6 +127,7 @@ def install_hygiene(
     app.add_middleware(
         RequestLimits,
         per_minute=rate_limit_for(rate_limit_per_minute, settings),
+        windows=CallerLimits(service, rate_limit_for(rate_limit_per_minute, settings), settings),
         max_body_bytes=settings.max_body_bytes,
         mesh_subjects=frozenset(settings.mesh_subjects),
         body_timeout=settings.body_timeout_seconds,
@@ -158,14 +159,17 @@ class RequestLimits:
 
     The caller is the subject of a valid bearer token, verified here with the service's own
     verifier; without a valid token it is the client address, so floods of 401s are bounded
-    too. One process per service keeps the moving windows in memory. The health endpoints
-    (`unlimited_paths`) are never limited: an orchestrator's probes must not see a 429."""
+    too. The moving windows are counted in the configured store (`windows`: each process's
+    memory, or one that every worker and replica shares: shared.serving.rate_limits). The health
+    endpoints (`unlimited_paths`) are never limited: an orchestrator's probes must not see a
+    429."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         per_minute: int,
+        windows: CallerLimits,
         max_body_bytes: int,
         mesh_subjects: frozenset[str] = frozenset(),
         body_timeout: float = 0.0,
@@ -173,46 +177,31 @@ class RequestLimits:
     ):
         self.app = app
         self.mesh_subjects = mesh_subjects
-        self.item = RateLimitItemPerMinute(per_minute) if per_minute else None
+        self.windows = windows if per_minute else None
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.unlimited_paths = frozenset(unlimited_paths)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
-
-    @property
-    def limiter(self) -> MovingWindowRateLimiter:
-        """The moving windows of the running event loop: their locks belong to one loop, so an
-        app served again on another one (a restarted server) starts with fresh windows."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            if self._loop is not None:
-                self._limiter = MovingWindowRateLimiter(MemoryStorage())
-            self._loop = loop
-        return self._limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.item is not None and scope["path"] not in self.unlimited_paths:
+        if self.windows is not None and scope["path"] not in self.unlimited_paths:
             caller, who = await _caller(scope, self.mesh_subjects)
-            limiter = self.limiter
-            allowed = await limiter.hit(self.item, caller)
-            stats = await limiter.get_window_stats(self.item, caller)
+            counted = await self.windows.hit(caller)
+            stats, limit = counted.stats, counted.item.amount
             # the moving window frees a slot once its oldest hit is more than a minute old
             reset = int(stats.reset_time - time.time()) + 1
             quota = {
-                "RateLimit-Limit": str(self.item.amount),
+                "RateLimit-Limit": str(limit),
                 "RateLimit-Remaining": str(max(stats.remaining, 0)),
                 "RateLimit-Reset": str(reset),
             }
-            if not allowed:
+            if not counted.allowed:
                 problem = RateLimited(
-                    f"More than {self.item.amount} requests in a minute from {who}; retry in "
-                    f"{reset} s.",
+                    f"More than {limit} requests in a minute from {who}; retry in {reset} s.",
                     headers={**quota, "Retry-After": str(reset)},
-                    limit=self.item.amount,
+                    limit=limit,
                     retry_after_seconds=reset,
                 )
                 await problem_response(problem, Request(scope))(scope, receive, send)
@@ -483,6 +472,7 @@ def _access_entry(
     return {
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
         "service": service,
+        "pid": _PID,  # which worker of the service answered (`--workers N`)
         "method": scope["method"],
         "path": _safe_path(scope["path"]),
         # parameter names only: values can be PII (a filter on an email)

@@ -48,6 +48,8 @@ from shared.errors import PROBLEM_JSON
 from shared.settings import ServiceSettings
 from shared.telemetry.metrics import MULTIPROCESS_DIR
 
+WORKERS = "DATAMESH_WORKERS"  # ServiceSettings.workers, in the environment of each worker
+
 
 def _problem(status: int, reason: str, code: str, title: str, detail: str) -> bytes:
     """A whole HTTP/1.1 problem+json answer that closes the connection, written before (or
@@ -271,10 +273,25 @@ def server_config(
     return uvicorn.Config(app, **(defaults | options))
 
 
+def default_workers() -> int:
+    """Worker processes per service when `datamesh up` is not told: half the cores this process
+    may run on, at least 1 and at most 4. `datamesh up` serves every domain and the mesh on one
+    machine, beside their PostgreSQL servers: half the cores each leaves the others room (a
+    laptop of 2 cores gets 1 worker each, one of 8 or more 4), and 4 bounds the memory (each
+    worker is a whole process: its imports, caches, pool) and the connections (each worker's
+    pool, docs/operations.md)."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (a container's)
+    except AttributeError:  # macOS
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores // 2))
+
+
 def serve_workers(app: str, *, host: str, port: int, workers: int) -> int:
     """Serve `app` from `workers` processes sharing one listening socket: this process binds
     it, starts the workers (each `python -m shared.serving.server <app> --fd N`, the app
-    imported and its lifespan run in each), restarts one that dies, and on SIGTERM or SIGINT
+    imported and its lifespan run in each), restarts one that dies (unless it exited by itself
+    in its first 10 s: the app cannot start, and the others stop too), and on SIGTERM or SIGINT
     stops them all, each with its graceful shutdown. The workers keep their metrics in a
     directory of this run (prometheus-client's multiprocess mode), so that a scrape answered
     by any of them counts all of them. The exit status: 0, or a worker's failure at start."""
@@ -285,7 +302,9 @@ def serve_workers(app: str, *, host: str, port: int, workers: int) -> int:
     listener.listen(2048)
     listener.set_inheritable(True)
     metrics_dir = tempfile.mkdtemp(prefix="datamesh-metrics-")
-    env = {**os.environ, MULTIPROCESS_DIR: metrics_dir}
+    # each worker knows how many share the socket: the memory store of the rate limits gives
+    # each its share of a caller's rate (shared.serving.rate_limits)
+    env = {**os.environ, MULTIPROCESS_DIR: metrics_dir, WORKERS: str(workers)}
     command = [sys.executable, "-m", "shared.serving.server", app, "--fd", str(listener.fileno())]
     stopping = False
 
@@ -309,8 +328,10 @@ def serve_workers(app: str, *, host: str, port: int, workers: int) -> int:
                 code = worker.poll()
                 if code is None or stopping:
                     continue
-                mark_process_dead(worker.pid)
-                if time.monotonic() - started < 10:  # it failed at start: so will the others
+                mark_process_dead(worker.pid, metrics_dir)  # its live gauges leave the sums
+                # one that exited by itself early failed at start: so will the others; one
+                # killed by a signal (the OOM killer, an operator) is started again
+                if code >= 0 and time.monotonic() - started < 10:
                     status, stopping = code or 1, True
                     break
                 running[n] = start()

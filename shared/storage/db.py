@@ -288,6 +288,24 @@ class Database:
         await self.engine.dispose()
 
 
+def connections_per_process(settings: ServiceSettings) -> int:
+    """The most connections one process serving a domain opens to its database at once: its
+    pool, its connection in the leader election (shared.storage.leader), the one readyz opens,
+    and the lake export's (the leader's)."""
+    return settings.pool_size + 3
+
+
+async def connection_capacity(conn: asyncpg.Connection) -> int:
+    """The connections the server accepts from roles that are not superusers: max_connections
+    less those it reserves."""
+    capacity: int = await conn.fetchval(
+        "SELECT current_setting('max_connections')::int "
+        "- current_setting('superuser_reserved_connections')::int "
+        "- coalesce(current_setting('reserved_connections', true), '0')::int"
+    )
+    return capacity
+
+
 async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection

@@ -4,14 +4,15 @@ domain service runs in the background, and the freshness its metadata reports.
 The promise: a write committed to a domain's tables is reflected in its analytics views within
 the domain's `ServiceLevels.view_freshness`. The refresher looks for marked changes every
 `DATAMESH_VIEW_REFRESH_SECONDS` (1 s by default) and refreshes every view of the domain
-concurrently (readers keep reading the previous rows meanwhile); with several service
-processes, one refreshes at a time.
+concurrently (readers keep reading the previous rows meanwhile); of several service processes
+the leader refreshes (shared.storage.leader), and two refreshes never overlap in any case.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -84,17 +85,21 @@ async def refresh_and_note(conn: asyncpg.Connection, domain: Domain) -> int:
 
 
 def view_refresher(
-    domain: Domain, database: Database, interval_seconds: float
+    domain: Domain,
+    database: Database,
+    interval_seconds: float,
+    leads: Callable[[], bool] | None = None,
 ) -> AbstractAsyncContextManager[None]:
     """While inside, refresh the domain's views whenever their sources changed, looking every
-    `interval_seconds` (0: never; a domain without views: never)."""
+    `interval_seconds` (0: never; a domain without views: never), while `leads` says this
+    process leads the domain's background jobs (shared.storage.leader)."""
 
     async def run() -> None:
         async with database.connection() as conn:
             await refresh_and_note(conn, domain)
 
     interval = interval_seconds if has_views(domain) else 0
-    return every(f"view refresh of the {domain.name} domain", interval, run, _log)
+    return every(f"view refresh of the {domain.name} domain", interval, run, _log, only_if=leads)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

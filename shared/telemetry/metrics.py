@@ -119,6 +119,26 @@ DB_STATEMENT_TIMEOUTS = Counter(
     ["service"],
 )
 
+# --- the rate limits' store (shared.serving.rate_limits) ----------------------------------------
+
+RATE_LIMIT_STORE_ERRORS = Counter(
+    "datamesh_rate_limit_store_errors",
+    "Requests whose rate limit the shared store (DATAMESH_RATE_LIMIT_STORAGE) could not count: "
+    "counted by the process alone instead.",
+    ["service"],
+)
+
+# --- the background jobs' leader (shared.storage.leader) ----------------------------------------
+
+LEADER = Gauge(
+    "datamesh_leader",
+    "1 in the process that leads the domain's background jobs (view refresh, quality schedule, "
+    "lake export); summed over a server's workers: 1 if one of them leads, 0 if another "
+    "replica does.",
+    ["service"],
+    multiprocess_mode="livesum",
+)
+
 # --- the mesh's fetches (services/federation) ---------------------------------------------------
 
 MESH_FETCH_DURATION = Histogram(
