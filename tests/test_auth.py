@@ -145,7 +145,8 @@ ROUTES = [
 
 
 def needed_scopes(service: str, method: str, path: str = "") -> tuple[str, ...]:
-    """What the right token carries: the service's read scope; writes need `<domain>:write`,
+    """What the right token carries: the service's read scope (a POST read's too); writes need
+    `<domain>:write`,
     the owner's corrections `<domain>:admin`; a metric answering a domain's rows needs that
     domain's read scope too."""
     if service == "mesh":
@@ -153,7 +154,9 @@ def needed_scopes(service: str, method: str, path: str = "") -> tuple[str, ...]:
         return metric.scopes if metric is not None else ("mesh:read",)
     if "/corrections/" in path:
         return (f"{service}:read", f"{service}:admin")
-    return (f"{service}:read", f"{service}:write") if method != "GET" else (f"{service}:read",)
+    if method == "GET" or f"/{service}/v1/query/" in path:  # a POST read is a read
+        return (f"{service}:read",)
+    return (f"{service}:read", f"{service}:write")
 
 
 def foreign_scopes(service: str) -> tuple[str, ...]:

@@ -591,7 +591,8 @@ async def test_the_mesh_never_sees_an_email(
     }
     for exchange in exchanges:
         request = exchange.request
-        assert exchange.status_code == 200
+        # rows, or a revalidation that found them current (a GET's 304, a POST read's 412)
+        assert exchange.status_code in (200, 304, 412), exchange.text
         # the mesh's own token: read scopes only, never pii
         claims = jwt.decode(
             request.headers["authorization"].removeprefix("Bearer "),
@@ -603,6 +604,7 @@ async def test_the_mesh_never_sees_an_email(
         # no request names a PII column or carries an address
         assert "@" not in str(request.url)
         assert "%40" not in str(request.url)
+        assert b"@" not in request.content and b"%40" not in request.content  # a POST read's
         for name, value in request.url.params.multi_items():
             assert name not in pii_names
             if name == "select":
@@ -610,7 +612,7 @@ async def test_the_mesh_never_sees_an_email(
         # no response holds an address nor a masked column
         assert "masked-columns" not in exchange.headers
         assert not any(email.encode() in exchange.content for email in emails)
-        if exchange in products:
+        if exchange in products and exchange.status_code == 200:
             table = pa.ipc.open_stream(exchange.content).read_all()
             assert not set(table.column_names) & pii_names
             for column in table.columns:
