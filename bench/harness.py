@@ -120,9 +120,18 @@ def machine() -> list[tuple[str, str]]:
             if line.startswith("PRETTY_NAME="):
                 system = f"{line.split('=', 1)[1].strip(chr(34))}, Linux {platform.release()}"
     commit = _run_text(["git", "rev-parse", "--short", "HEAD"])
-    # the results file itself (rewritten by every run) does not count as a change
+    # the results files themselves (rewritten by every run) do not count as a change
     changed = _run_text(
-        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results.md"]
+        [
+            "git",
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":!bench/results.md",
+            ":!bench/results-*.md",
+        ]
     )
     if changed:
         commit += " (with uncommitted changes)"

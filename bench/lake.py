@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 
 from bench.harness import (
@@ -381,15 +382,22 @@ def run(
             )
         )
     if largest and largest not in by_scale:
-        data = bench_data(root, largest)
-        by_scale[largest] = on_engine(data, largest, engine="duckdb", reps=1)
+        try:  # what the smaller scales measured is reported whatever happens here
+            by_scale[largest] = on_engine(
+                bench_data(root, largest), largest, engine="duckdb", reps=1
+            )
+        except (BenchError, psutil.Error) as error:
+            section.notes.append(f"**Scale {largest:,} did not finish:** {error}")
     top = max(by_scale)
-    if top == scale:
-        top_export, top_spark = exported, spark
-    else:
-        data = bench_data(root, top)
-        top_export = export(data, lakes / f"scale-{top}", top, reps=1)
-        top_spark = on_engine(data, top, engine="spark", reps=1, lake=top_export.lake)
+    top_export, top_spark = exported, spark
+    if top != scale:
+        try:
+            data = bench_data(root, top)
+            top_export = export(data, lakes / f"scale-{top}", top, reps=1)
+            top_spark = on_engine(data, top, engine="spark", reps=1, lake=top_export.lake)
+        except (BenchError, psutil.Error) as error:
+            section.notes.append(f"**Spark at scale {top:,} did not finish:** {error}")
+            top_spark = EngineRun("spark", top)
     growth, fit, verdict = memory_growth(by_scale)
     section.tables.append(growth)
     section.notes += verdict
@@ -403,7 +411,7 @@ def run(
             None,
         )
     )
-    if top != scale:
+    if top != scale and top_spark.rss.tests:
         lake_mib = top_export.total_bytes / 1024**2
         section.tables.append(
             engines_table(
