@@ -10,6 +10,8 @@ Builds the bench data once if absent (`datamesh seed`, scales 1, 10 and 50,000, 
 - seed: the seed's notebook recipes against the mesh's metrics;
 - export: a whole product into a DataFrame, JSON pages against the streamed formats;
 - growth: the same reads at scale 1, 10 and the bench scale;
+- lake: `datamesh lake export` at the bench scale, every mesh metric on DuckDB and on Spark
+  over that lake, and the DuckDB mesh's peak RSS by scale (where it reaches 2 GiB);
 
 with the peak RSS of each service during each test. Writes the results as Markdown
 (bench/results.md) and prints them. A benchmark, never a test: nothing here runs in pytest.
@@ -24,7 +26,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import exports, floor, growth, metrics_cost, recipes, startup
+from bench import exports, floor, growth, lake, metrics_cost, recipes, startup
 from bench.harness import (
     ROOT,
     BenchError,
@@ -37,8 +39,9 @@ from bench.harness import (
 )
 from bench.report import Section, render
 
-SECTIONS = ("startup", "reads", "metrics", "seed", "export", "growth")
+SECTIONS = ("startup", "reads", "metrics", "seed", "export", "growth", "lake")
 GROWTH_SCALES = (1, 10)
+LAKE_SCALES = "10,10000"  # besides the bench scale; --quick: 10
 
 
 def options(argv: list[str] | None) -> argparse.Namespace:
@@ -69,6 +72,18 @@ def options(argv: list[str] | None) -> argparse.Namespace:
         "--scale", type=int, default=50_000, help="the bench scale (default 50,000)"
     )
     parser.add_argument(
+        "--lake-scales",
+        help="the lake section's other scales, where the DuckDB mesh's memory is measured "
+        f"(comma-separated; default {LAKE_SCALES}; --quick: 10)",
+    )
+    parser.add_argument(
+        "--lake-largest",
+        type=int,
+        help="the lake section's largest scale, where Spark runs too (default: where the "
+        "DuckDB mesh's peak RSS reaches 2 GiB by the line through the other scales, as the disk "
+        "allows, seeded once; 0: none; --quick: 0)",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         default=ROOT / ".datamesh" / "bench",
@@ -93,6 +108,13 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     args.metrics_reps = args.reps or (2 if quick else 6)  # small differences: more repetitions
     args.heavy_reps = args.reps or (1 if quick else 3)  # the seed's way, exports, startup
     args.growth_reps = args.reps or (2 if quick else 3)
+    if quick and args.lake_largest is None:
+        args.lake_largest = 0
+    scales = args.lake_scales or ("10" if quick else LAKE_SCALES)
+    try:
+        args.lake_scales = tuple(int(s.replace("_", "")) for s in scales.split(","))
+    except ValueError:
+        parser.error(f"--lake-scales: whole numbers separated by commas, not '{scales}'")
     return args
 
 
@@ -153,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
                         mesh, mesh.token(), reps=args.growth_reps
                     )
             done["growth"] = growth.section(by_scale, sizes, reps=args.growth_reps)
+        if "lake" in wanted:  # starts its meshes, one after another
+            done["lake"] = lake.run(
+                root,
+                args.scale,
+                reps=args.heavy_reps,
+                scales=args.lake_scales,
+                largest=args.lake_largest,
+            )
     except BenchError as error:
         failure = str(error)
         say(f"benchmark failed: {error}")

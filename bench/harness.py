@@ -14,6 +14,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -119,13 +120,21 @@ def machine() -> list[tuple[str, str]]:
             if line.startswith("PRETTY_NAME="):
                 system = f"{line.split('=', 1)[1].strip(chr(34))}, Linux {platform.release()}"
     commit = _run_text(["git", "rev-parse", "--short", "HEAD"])
-    # the results file itself (rewritten by every run) does not count as a change
+    # the results files themselves (rewritten by every run) do not count as a change
     changed = _run_text(
-        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results.md"]
+        [
+            "git",
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":!bench/results.md",
+            ":!bench/results-*.md",
+        ]
     )
     if changed:
         commit += " (with uncommitted changes)"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
         ("date", dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
         ("CPU", f"{cpu}, {psutil.cpu_count(logical=True)} logical cores"),
@@ -135,8 +144,13 @@ def machine() -> list[tuple[str, str]]:
         ("PostgreSQL", _postgres_version()),
         ("wrk", _run_text(["wrk", "--version"]).split(" [")[0] or "not installed"),
         ("commit", commit or "unknown"),
-        ("load average at start (1, 5, 15 min)", load),
+        ("load average at start (1, 5, 15 min)", load_average()),
     ]
+
+
+def load_average() -> str:
+    """The machine's load average over 1, 5 and 15 minutes, as `uptime` prints it."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _run_text(command: list[str]) -> str:
@@ -207,11 +221,25 @@ _UP_LINE = re.compile(r"DataMesh is up in ([0-9.]+)s")
 class DataMeshUp:
     """`datamesh up` on a data directory, on free loopback ports, as a subprocess: both
     databases, and the sales, marketing and mesh services, each its own uvicorn process with
-    one worker. Its output (and the services' access log) goes to a file."""
+    one worker. Its output (and the services' access log) goes to a file. `engine="spark"`
+    serves the mesh's metrics on Spark over `lake` (`datamesh up --engine spark --lake ...`);
+    `env` adds to the services' environment (`datamesh up` passes its own to them)."""
 
-    def __init__(self, data_dir: Path, *, load_settings: bool = True):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        load_settings: bool = True,
+        engine: str = "duckdb",
+        lake: Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        if engine == "spark" and lake is None:
+            raise ValueError("the spark engine reads a lake: give `lake`")
         self.data_dir = data_dir
-        self.env = _clean_env(SERVICE_ENV if load_settings else None)
+        self.engine = engine
+        self.lake = lake
+        self.env = _clean_env((SERVICE_ENV if load_settings else {}) | (env or {}))
         self.ports = {name: free_port() for name in SERVICES}
         self.log = data_dir.parent / f"{data_dir.name}.up.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -225,6 +253,9 @@ class DataMeshUp:
     def start(self, *, timeout: float = 180) -> DataMeshUp:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         command = [DATAMESH, "up", "--data-dir", str(self.data_dir), "--as-of", AS_OF]
+        command += ["--engine", self.engine]
+        if self.lake is not None:
+            command += ["--lake", str(self.lake)]
         for name in SERVICES:
             command += [f"--port-{name}", str(self.ports[name])]
         with self.log.open("wb") as log:
@@ -318,6 +349,48 @@ class DataMeshUp:
         self.stop()
 
 
+@dataclass(frozen=True)
+class Measured:
+    """A command under test, run to its end."""
+
+    output: str  # stdout and stderr, interleaved
+    seconds: float  # from starting it to its exit
+    peak_mib: float  # its peak RSS (RssSampler's)
+
+
+def run_measured(
+    command: list[str], *, env: dict[str, str] | None = None, tree: bool = False
+) -> Measured:
+    """Run a command under test (as `datamesh up` is run: the bench data's environment, `env`
+    added) to its end, timed, its RSS sampled (with `tree`, its descendants' too); BenchError if
+    it fails."""
+    with tempfile.TemporaryFile() as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=_clean_env(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            with RssSampler({"command": process.pid}, tree=tree) as rss:
+                process.wait()
+        finally:
+            if process.poll() is None:  # interrupted
+                process.kill()
+                process.wait()
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        output = out.read().decode(errors="replace")
+    if process.returncode != 0:
+        raise BenchError(
+            f"{' '.join(command[:3])} failed ({process.returncode}):\n{output[-3000:]}"
+        )
+    return Measured(output, seconds, rss.peaks_mib()["command"])
+
+
 class B0:
     """The floor: bench/b0.py, a Starlette route per query on an asyncpg pool, served by
     uvicorn with one worker, like our services."""
@@ -380,19 +453,31 @@ class B0:
 
 class RssSampler:
     """The resident memory of processes, sampled every `interval` seconds in a thread; the
-    peak of each over the `with` block (a process that ended keeps its last peak)."""
+    peak of each over the `with` block (a process that ended keeps its last peak). With
+    `tree`, each is the sum over the process and its descendants at the moment of the sample
+    (the mesh on Spark and the JVM pyspark starts as its child; pages two of them share count
+    twice)."""
 
-    def __init__(self, pids: dict[str, int], interval: float = 0.05):
+    def __init__(self, pids: dict[str, int], interval: float = 0.05, *, tree: bool = False):
         self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.interval = interval
+        self.tree = tree
         self.peaks: dict[str, int] = dict.fromkeys(pids, 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _rss(self, process: psutil.Process) -> int:
+        rss = process.memory_info().rss
+        if self.tree:
+            for child in process.children(recursive=True):
+                with contextlib.suppress(psutil.Error):  # a child that just ended
+                    rss += child.memory_info().rss
+        return rss
+
     def _sample(self) -> None:
         for name, process in self.processes.items():
             with contextlib.suppress(psutil.Error):
-                self.peaks[name] = max(self.peaks[name], process.memory_info().rss)
+                self.peaks[name] = max(self.peaks[name], self._rss(process))
 
     def _run(self) -> None:
         while not self._stop.is_set():
