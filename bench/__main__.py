@@ -10,6 +10,8 @@ Builds the bench data once if absent (`datamesh seed`, scales 1, 10 and 50,000, 
 - seed: the seed's notebook recipes against the mesh's metrics;
 - export: a whole product into a DataFrame, JSON pages against the streamed formats;
 - growth: the same reads at scale 1, 10 and the bench scale;
+- cache: what the mesh remembers: each metric cold and repeated at the bench scale, and one
+  under wrk on the sample, the cache on and off (the other sections run a cold mesh);
 - lake: `datamesh lake export` at the bench scale, every mesh metric on DuckDB and on Spark
   over that lake, and the DuckDB mesh's peak RSS by scale (where it reaches 2 GiB);
 
@@ -26,8 +28,9 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import exports, floor, growth, lake, metrics_cost, recipes, startup
+from bench import exports, floor, growth, lake, mesh_cache, metrics_cost, recipes, startup
 from bench.harness import (
+    COLD_MESH,
     ROOT,
     BenchError,
     DataMeshUp,
@@ -39,7 +42,7 @@ from bench.harness import (
 )
 from bench.report import Section, render
 
-SECTIONS = ("startup", "reads", "metrics", "seed", "export", "growth", "lake")
+SECTIONS = ("startup", "reads", "metrics", "seed", "export", "growth", "cache", "lake")
 GROWTH_SCALES = (1, 10)
 LAKE_SCALES = "10,10000"  # besides the bench scale; --quick: 10
 
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         if set(wanted) & {"reads", "seed", "export", "growth"}:
             data = bench_data(root, args.scale)
             say(f"starting the mesh on scale {args.scale}...")
-            with DataMeshUp(data).start() as mesh:
+            with DataMeshUp(data, env=COLD_MESH).start() as mesh:
                 token = mesh.token()
                 if "reads" in wanted:
                     done["reads"] = floor.run(
@@ -170,11 +173,15 @@ def main(argv: list[str] | None = None) -> int:
             for scale in GROWTH_SCALES:
                 data = bench_data(root, scale)
                 say(f"growth: scale {scale}")
-                with DataMeshUp(data).start() as mesh:
+                with DataMeshUp(data, env=COLD_MESH).start() as mesh:
                     by_scale[scale], sizes[scale] = growth.measure(
                         mesh, mesh.token(), reps=args.growth_reps
                     )
             done["growth"] = growth.section(by_scale, sizes, reps=args.growth_reps)
+        if "cache" in wanted:  # starts meshes of its own, the cache on
+            done["cache"] = mesh_cache.run(
+                root, args.scale, reps=args.heavy_reps, seconds=args.duration
+            )
         if "lake" in wanted:  # starts its meshes, one after another
             done["lake"] = lake.run(
                 root,

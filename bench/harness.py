@@ -39,6 +39,9 @@ SERVICE_ENV = {
     # test with 429: a load generator is one subject sending thousands a second
     "DATAMESH_RATE_LIMIT_PER_MINUTE": "0",
 }
+# a mesh that keeps nothing between answers: each repetition of a metric is computed from its
+# inputs read again (the sections that time a metric's work; the cache section turns it on)
+COLD_MESH = {"MESH_CACHE_MAX_BYTES": "0"}
 
 
 class BenchError(RuntimeError):

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from bench.harness import (
     AS_OF,
+    COLD_MESH,
     DATAMESH,
     BenchError,
     DataMeshUp,
@@ -44,7 +45,7 @@ FIRST = "customer-acquisition-cost"  # the first answer after start: the smalles
 # the mesh's settings for this section that differ from `datamesh up`'s: Spark's master given
 # (not local[*]), and a read timeout that a large scale's inputs cannot hit (the default, 30 s,
 # bounds one HTTP read of an input; here the question is memory, not patience)
-MESH_ENV = {"MESH_SPARK_MASTER": SPARK_MASTER, "MESH_READ_TIMEOUT_SECONDS": "900"}
+MESH_ENV = {"MESH_SPARK_MASTER": SPARK_MASTER, "MESH_READ_TIMEOUT_SECONDS": "900", **COLD_MESH}
 REQUEST_TIMEOUT = 1800.0
 ROUND_SCALE = 5_000  # the largest scale, chosen by the line, is rounded down to this
 DISK_MARGIN = 10 * 1024**3  # free disk left to the machine's other work when seeding it
