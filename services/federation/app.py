@@ -22,11 +22,12 @@ from shared.errors import InvalidValue, ServiceUnavailable, UnknownProduct
 from shared.openapi import problem
 from shared.reading.routes import (
     Handler,
+    Representation,
     add_read_routes,
-    conditional,
     parse_request,
-    representation_tag,
     respond,
+    tagged,
+    unchanged,
 )
 from shared.reading.tables import TableRows
 from shared.security.auth import AuthSettings, Forbidden, principal_of, require
@@ -275,7 +276,8 @@ def _metric_handler(
         # an answer computed from the same inputs (their ETags, or snapshots) is the same
         tag = None
         if answer.version is not None:
-            tag = representation_tag(f"m{answer.version}", request, read, settings)
+            shape = Representation.of(request, metric.product, None)
+            tag = shape.tag(f"m{answer.version}", settings)
 
         async def rendered() -> Response:
             cache = rendered_cache()
@@ -294,7 +296,7 @@ def _metric_handler(
                 cache.put(("rendered", tag), tag, Rendered(body, media, kept_headers))
             return response
 
-        response = await conditional(request, read, tag, rendered)
+        response = unchanged(request, tag) or tagged(await rendered(), tag)
         response.headers.update(answer.headers())
         return response
 

@@ -101,47 +101,67 @@ def declaration_digest(product: Product) -> str:
     return found[1]
 
 
-def representation_tag(
-    version: str,
-    request: Request,
-    read: ReadRequest,
-    settings: ServiceSettings,
-    salt: str = "",
-    params: list[tuple[str, str]] | None = None,
-) -> str:
-    """The ETag of a read's answer: the data's `version` and a digest of everything else the
-    body depends on (the parameters, the format, the masked columns, the count asked for, the
-    product's declaration, the page size and public URL; `salt`: what else the service's
-    answers depend on, such as its pseudonymisation key)."""
-    query = read.query
-    shape = repr(
-        (
-            declaration_digest(query.product),
-            read.fmt.value,
-            sorted(request.query_params.multi_items() if params is None else params),
-            sorted(query.masked),
-            read.count_mode,
-            salt,
-            settings.json_page_size,
-            settings.public_url,
+@dataclass(frozen=True)
+class Representation:
+    """What a read's body depends on besides its data, known before its parameters are parsed:
+    the product, the format negotiated, the parameters as given, whether the caller reads PII
+    in clear, the count asked for. Equal representations of equal data are equal bodies (the
+    same parameters parse the same way: valid, or refused, alike)."""
+
+    product: Product
+    fmt: Format
+    params: list[tuple[str, str]]
+    pii_in_clear: bool
+    count_mode: str | None
+
+    @classmethod
+    def of(
+        cls,
+        request: Request,
+        product: Product,
+        pii_scope: str | None,
+        params: list[tuple[str, str]] | None = None,
+    ) -> Representation:
+        given = request.query_params.multi_items() if params is None else params
+        asked = [value for name, value in given if name == "format"]
+        fmt = negotiate(asked[-1] if asked else None, request.headers.get("accept"))
+        pii = pii_access(request, pii_scope)
+        return cls(product, fmt, given, pii.granted, _prefer_count(request))
+
+    def tag(self, version: str, settings: ServiceSettings, salt: str = "") -> str:
+        """The ETag of the answer over data at `version`: the version and a digest of the
+        representation (with the product's declaration, the page size and public URL;
+        `salt`: what else the service's answers depend on, such as its pseudonymisation
+        key)."""
+        shape = repr(
+            (
+                declaration_digest(self.product),
+                self.fmt.value,
+                sorted(self.params),
+                self.pii_in_clear,
+                self.count_mode,
+                salt,
+                settings.json_page_size,
+                settings.public_url,
+            )
         )
-    )
-    return f'"{version}-{hashlib.sha256(shape.encode()).hexdigest()[:20]}"'
+        return f'"{version}-{hashlib.sha256(shape.encode()).hexdigest()[:20]}"'
 
 
-async def conditional(
-    request: Request, read: ReadRequest, tag: str | None, answer: Callable[[], Awaitable[Response]]
-) -> Response:
-    """`304 Not Modified` if the request's If-None-Match names `tag`, else the answer with the
-    tag (no tag: the answer as it is)."""
-    if tag is None:
-        return await answer()
-    if matches(request.headers.get("if-none-match"), tag):
-        if request.method not in ("GET", "HEAD"):  # RFC 9110 13.1.2: 304 is for GET only
-            raise Unchanged(tag)
-        return not_modified(tag, masked_header(read.query))
-    response = await answer()
-    response.headers.update({"ETag": tag, **REVALIDATE})
+def unchanged(request: Request, tag: str | None) -> Response | None:
+    """`304 Not Modified` (a POST read: the 412 problem, RFC 9110 13.1.2) if the request's
+    If-None-Match names `tag`; else None."""
+    if tag is None or not matches(request.headers.get("if-none-match"), tag):
+        return None
+    if request.method not in ("GET", "HEAD"):
+        raise Unchanged(tag)
+    return not_modified(tag)
+
+
+def tagged(response: Response, tag: str | None) -> Response:
+    """The response with its ETag and revalidation headers (none without a tag)."""
+    if tag is not None:
+        response.headers.update({"ETag": tag, **REVALIDATE})
     return response
 
 
@@ -374,45 +394,40 @@ class ProductReader:
         Modified` when the request's If-None-Match names the current one (nothing is read
         then). A JSON page reads the version and its rows on one connection; a stream takes
         its own (held as long as it streams)."""
-        read = parse_request(
-            request, product, self.settings, pii_scope=pii_scope(self.domain), params=params
-        )
-        if read.fmt in STREAMING:
+        shape = Representation.of(request, product, pii_scope(self.domain), params)
+        if shape.fmt in STREAMING:  # the version first, on a connection of its own
             async with self.database().connection() as conn:
-                tag = await self.entity_tag(conn, request, read, params)
-            return await conditional(
-                request,
-                read,
-                tag,
-                lambda: respond(request, read, self.rows(), self.settings, self.slots),
-            )
+                tag = await self.entity_tag(conn, shape)
+            answer = unchanged(request, tag)
+            if answer is None:
+                read = parse_request(
+                    request, product, self.settings, pii_scope=pii_scope(self.domain), params=params
+                )
+                answer = await respond(request, read, self.rows(), self.settings, self.slots)
+            return tagged(answer, tag)
         async with self.database().connection() as conn:
-            tag = await self.entity_tag(conn, request, read, params)
-            return await conditional(
-                request, read, tag, lambda: respond(request, read, self.rows(conn), self.settings)
-            )
+            tag = await self.entity_tag(conn, shape)
+            answer = unchanged(request, tag)
+            if answer is None:
+                read = parse_request(
+                    request, product, self.settings, pii_scope=pii_scope(self.domain), params=params
+                )
+                answer = await respond(request, read, self.rows(conn), self.settings)
+            return tagged(answer, tag)
 
-    async def entity_tag(
-        self,
-        conn: asyncpg.Connection,
-        request: Request,
-        read: ReadRequest,
-        params: list[tuple[str, str]] | None = None,
-    ) -> str | None:
+    async def entity_tag(self, conn: asyncpg.Connection, shape: Representation) -> str | None:
         """The ETag of a read's answer: the product's data version (read before the rows:
-        shared.storage.data_versions) and the read's representation_tag (with the
-        pseudonymisation key's digest). None if the product has no data version."""
+        shared.storage.data_versions) and its representation (with the pseudonymisation key's
+        digest). None if the product has no data version."""
         if self._versions is None:
             self._versions = await Versions.find(conn, self.domain)
-        found = await self._versions.read(conn, read.query.product)
+        found = await self._versions.read(conn, shape.product)
         if found is None:
             return None
         version, pending = found
         if pending > COMPACT_ABOVE and self._compacting is None:
             self._compacting = asyncio.create_task(self._compact(self.database()))
-        return representation_tag(
-            str(version), request, read, self.settings, self._key_digest, params
-        )
+        return shape.tag(str(version), self.settings, self._key_digest)
 
     async def read_posted(self, request: Request, product: Product) -> Response:
         """A read whose parameters are in its body too (a form, as in a query string), for
