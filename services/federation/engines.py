@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,7 +17,7 @@ import pyarrow as pa
 
 from services.federation.cache import RoundsByKey
 from services.federation.compute import compute, key_values
-from services.federation.fetch import DomainRegistry, Fetched, Period
+from services.federation.fetch import DomainRegistry, Fetched, Period, key_filter
 from services.federation.lake import Snapshot
 from services.federation.metrics import Metric
 from services.federation.settings import SERVICE, FederationSettings
@@ -25,6 +26,8 @@ from shared.telemetry import metrics
 # the headers of every metric's answer: the engine that computed it, and on Spark the snapshots
 # it read (`domain/product/v<version>=<id>`, comma-separated) and the oldest one's age
 ENGINE_HEADER = "DataMesh-Engine"
+KEPT_KEY_FILTERS = 256
+Bodies = dict[str, bytes | None]
 SNAPSHOTS_HEADER = "DataMesh-Snapshots"
 SNAPSHOT_AGE_HEADER = "DataMesh-Snapshot-Age-Seconds"
 
@@ -82,6 +85,10 @@ class DuckDBEngine:
     def __init__(self, registry: Callable[[], DomainRegistry]):
         self._registry = registry
         self._rounds: RoundsByKey[Answer] = RoundsByKey()
+        # the key filters of the latest metrics and periods read (at most KEPT_KEY_FILTERS), by
+        # the tags of the inputs they came from
+        self._keys: OrderedDict[tuple[str, Period], tuple[tuple[str | None, ...], Bodies]]
+        self._keys = OrderedDict()
 
     async def answer(self, metric: Metric, period: Period, caller: str | None) -> Answer:
         if self._registry().cache is None:
@@ -111,20 +118,30 @@ class DuckDBEngine:
         metrics.MESH_ANSWERS.labels(SERVICE, metric.name, "computed").inc()
         return Answer(table, self.name, version=version)
 
-    @staticmethod
     async def _inputs(
-        registry: DomainRegistry, metric: Metric, period: Period, caller: str | None
+        self, registry: DomainRegistry, metric: Metric, period: Period, caller: str | None
     ) -> dict[str, Fetched]:
         """Every input: first those read whole, then (if any) the keyed ones, each only for
-        the keys its Keys query finds in the first (a semi-join pushed to its domain)."""
+        the keys its Keys query finds in the first (a semi-join pushed to its domain). The
+        keys of unchanged first inputs (the same tags) are the keys found last time."""
         whole = [i for i in metric.inputs if i.keys is None]
         keyed = [i for i in metric.inputs if i.keys is not None]
         first = await registry.fetch_all(whole, period, caller=caller)
         if not keyed:
             return first
-        tables = {name: fetched.table for name, fetched in first.items()}
-        keys = await asyncio.to_thread(key_values, keyed, tables)
-        return first | await registry.fetch_all(keyed, period, caller=caller, keys=keys)
+        tags = tuple(first[i.name].tag for i in whole)
+        found = self._keys.get((metric.name, period))
+        if found is not None and found[0] == tags and None not in tags:
+            bodies = found[1]
+        else:
+            tables = {name: fetched.table for name, fetched in first.items()}
+            keys = await asyncio.to_thread(key_values, keyed, tables)
+            bodies = {i.name: key_filter(i, keys[i.name]) for i in keyed}
+            self._keys[(metric.name, period)] = (tags, bodies)
+            self._keys.move_to_end((metric.name, period))
+            while len(self._keys) > KEPT_KEY_FILTERS:
+                self._keys.popitem(last=False)
+        return first | await registry.fetch_all(keyed, period, caller=caller, bodies=bodies)
 
     async def lineage(self, metric: Metric) -> list[dict[str, Any]]:
         return [{"input": lineage, "read": "http"} for lineage in input_products(metric)]

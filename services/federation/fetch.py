@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 import httpx
 import pyarrow as pa
@@ -215,17 +216,16 @@ class DomainRegistry:
         source: Input,
         period: Period,
         caller: str | None = None,
-        keys: Sequence[Any] | None = None,
+        body: bytes | None = None,
     ) -> Fetched:
         """The input's rows as an Arrow table, its filters and columns pushed to the domain,
-        read on behalf of `caller` (the end user's token subject); with `keys`, only the rows
-        whose `source.keys.column` is one of them (a POST read: the list is too long for a URL;
-        unless it is too long for a body too, then every row). Rows kept from the same read
+        read on behalf of `caller` (the end user's token subject); with `body` (key_filter's),
+        only the rows whose `source.keys.column` is one of its keys (a POST read: the list is
+        too long for a URL). Rows kept from the same read
         before are asked for with their ETag: a `304` (a POST's `412`) means they are current."""
         params = [("select", ",".join(source.columns)), *source.row_filters(period)]
         began = time.perf_counter()
         path = await self.product_path(source.domain, source.product, caller)
-        body = _key_filter(source, keys)
         method = "GET" if body is None else "POST"
         if body is not None:
             path = posted_read_path(path)
@@ -265,15 +265,15 @@ class DomainRegistry:
         period: Period,
         *,
         caller: str | None = None,
-        keys: Mapping[str, Sequence[Any]] | None = None,
+        bodies: Mapping[str, bytes | None] | None = None,
     ) -> dict[str, Fetched]:
-        """Every input, concurrently (with its `keys`, if given); the first failure cancels
-        the others and is raised."""
-        keys = keys or {}
+        """Every input, concurrently (with its key filter's body, if given); the first failure
+        cancels the others and is raised."""
+        bodies = bodies or {}
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = {
-                    i.name: group.create_task(self.fetch(i, period, caller, keys.get(i.name)))
+                    i.name: group.create_task(self.fetch(i, period, caller, bodies.get(i.name)))
                     for i in inputs
                 }
         except ExceptionGroup as failures:
@@ -420,22 +420,27 @@ class DomainRegistry:
         return response
 
 
-def _key_filter(source: Input, keys: Sequence[Any] | None) -> bytes | None:
-    """The form body of a keyed read (`column=in.(k1,k2,...)`), or None to read every row: no
-    keys asked for, or more than a body may carry (MAX_KEY_BYTES)."""
-    if keys is None or source.keys is None:
-        return None
+def key_filter(source: Input, keys: Sequence[Any]) -> bytes | None:
+    """The form body of a keyed read (`column=in.(k1,k2,...)`, parentheses and commas left as
+    they are: a form parser takes them so), or None to read every row: more keys than a body
+    may carry (MAX_KEY_BYTES)."""
+    assert source.keys is not None
     listed = ",".join(_listed(k) for k in keys)
-    body = urlencode([(source.keys.column, f"in.({listed})")]).encode()
+    body = f"{quote(source.keys.column)}={quote(f'in.({listed})', safe='(),')}".encode()
     return body if len(body) <= MAX_KEY_BYTES else None
+
+
+_PLAIN = re.compile(r'[^,()" \\]+')
 
 
 def _listed(value: Any) -> str:
     """A value in a PostgREST `in.(...)` list: quoted if it holds a reserved character."""
+    if isinstance(value, int):
+        return str(value)
     text = value.isoformat() if isinstance(value, dt.date) else str(value)
-    if any(c in text for c in ',()" \\') or not text:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return text
+    if _PLAIN.fullmatch(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _upstream_error(domain: str, product: str, response: httpx.Response) -> Problem:
