@@ -48,8 +48,9 @@ def trigger_name(table: str) -> str:
 
 async def track(conn: asyncpg.Connection, domain: Domain) -> list[str]:
     """Install the marking trigger on every table the domain publishes (as the schema owner,
-    after a migration: idempotent). The tables tracked; none if the database predates the
-    framework's data versions."""
+    after a migration: idempotent), and move every table's version: a migration may have
+    changed rows while a trigger was not there (a table dropped and made again). The tables
+    tracked; none if the database predates the framework's data versions."""
     if not await conn.fetchval("SELECT to_regprocedure($1) IS NOT NULL", f"{MARK_FUNCTION}()"):
         return []
     tracked = []
@@ -62,6 +63,7 @@ async def track(conn: asyncpg.Connection, domain: Domain) -> list[str]:
             f"AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION {MARK_FUNCTION}()"
         )
+        await conn.execute("INSERT INTO data_changes (table_name) VALUES ($1)", product.source)
         tracked.append(product.source)
     return tracked
 
