@@ -27,9 +27,10 @@ from services import DOMAINS, domain
 from services.federation.app import create_app
 from services.federation.settings import RATE_LIMIT_PER_MINUTE as MESH_RATE_LIMIT_PER_MINUTE
 from services.federation.settings import FederationSettings
+from shared.reading.lane import ReadLane
 from shared.serving.app import create_domain_app, service_app
 from shared.serving.docs import SWAGGER_UI, SWAGGER_UI_VERSION
-from shared.serving.hygiene import page_csp, rate_limit_for
+from shared.serving.hygiene import RequestLimits, ResponseHygiene, page_csp, rate_limit_for
 from shared.settings import ServiceSettings
 from tests.conftest import ADMIN, token
 
@@ -522,3 +523,24 @@ async def test_no_endpoint_takes_a_url_or_host_to_fetch(
         if (URL_LIKE.search(i[3]) and i[3] not in columns) or i[4].get("format") in ("uri", "url")
     ]
     assert suspicious == []
+
+
+def test_the_reads_are_served_by_the_lane_inside_every_check() -> None:
+    """shared.reading.lane: every product's GET paths (versioned and current) are the lane's,
+    innermost of the app's middleware, so the rate limit, body cap, headers and access log
+    wrap the reads it serves as they wrap the router."""
+    for name in DOMAINS:
+        app = create_domain_app(domain(name))
+        classes: list[Any] = [m.cls for m in app.user_middleware]
+        assert classes[-1] is ReadLane
+        assert classes.index(RequestLimits) < classes.index(ReadLane)
+        assert classes.index(ResponseHygiene) < classes.index(ReadLane)
+        lanes: dict[str, Any] = app.user_middleware[-1].kwargs["lanes"]  # type: ignore[assignment]
+        expected = {
+            path
+            for p in domain(name).products
+            for path in (f"/{name}/v{p.version}/{p.name}", f"/{name}/{p.name}")
+        }
+        assert set(lanes) == expected
+        assert {lane.scope for lane in lanes.values()} == {f"{name}:read"}
+        assert all(lane.route.path in expected for lane in lanes.values())

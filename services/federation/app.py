@@ -20,11 +20,13 @@ from services.federation.metrics import METRICS, Metric
 from services.federation.settings import RATE_LIMIT_PER_MINUTE, SERVICE, FederationSettings
 from shared.errors import InvalidValue, ServiceUnavailable, UnknownProduct
 from shared.openapi import problem
+from shared.reading.lane import install_read_lane
 from shared.reading.routes import (
     Handler,
     Representation,
     add_read_routes,
     parse_request,
+    product_path,
     respond,
     tagged,
     unchanged,
@@ -222,12 +224,16 @@ def create_app(
             entries.append(entry)
         return JSONResponse(entries)
 
+    handlers: dict[str, Handler] = {}
     for metric in METRICS:
+        handler = _metric_handler(metric, computing, mesh_settings, lambda: registry().cache)
+        handlers[product_path(SERVICE, metric.product)] = handler
+        handlers[f"/{SERVICE}/{metric.product.name}"] = handler
         add_read_routes(
             router,
             SERVICE,
             metric.product,
-            _metric_handler(metric, computing, mesh_settings, lambda: registry().cache),
+            handler,
             origin="computed by the mesh from "
             + ", ".join(f"`{lineage}`" for lineage in sorted({i.lineage for i in metric.inputs})),
             parameters=_PERIOD_PARAMETERS,
@@ -243,6 +249,8 @@ def create_app(
         "/mesh/v1/{name}", unknown_metric, methods=["GET"], include_in_schema=False
     )
     app.include_router(router, dependencies=[Depends(require("mesh:read"))])
+    # the metrics' reads dispatched by their exact paths, ahead of the router
+    install_read_lane(app, "mesh:read", handlers, router)
     return app
 
 

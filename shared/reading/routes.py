@@ -783,6 +783,20 @@ def product_router(domain: Domain, reader: ProductReader) -> APIRouter:
     return router
 
 
+def read_handlers(domain: Domain, reader: ProductReader) -> dict[str, Handler]:
+    """Each product's read handler by its paths (versioned, and the current alias): what the
+    read lane serves (shared.reading.lane)."""
+    handlers: dict[str, Handler] = {}
+    for product in domain.products:
+
+        async def read(request: Request, product: Product = product) -> Response:
+            return await reader.read(request, product)
+
+        handlers[product_path(domain.name, product)] = read
+        handlers[f"/{domain.name}/{product.name}"] = read
+    return handlers
+
+
 def _add_product(
     router: APIRouter, domain: Domain, product: Product, reader: ProductReader
 ) -> None:

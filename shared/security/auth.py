@@ -363,6 +363,16 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+async def authorize(request: Request, scope: str) -> Principal:
+    """What `require(scope)` does, outside FastAPI's dependency injection (a route served
+    without it: shared.reading.lane): the bearer token verified, 401 without a valid one, 403
+    without `scope`."""
+    principal = await authenticate(request, await _bearer(request))
+    if not principal.allows(scope):
+        raise Forbidden(scope)
+    return principal
+
+
 ON_BEHALF_OF = "DataMesh-On-Behalf-Of"  # the header the mesh names its end user in
 _USER = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?")
 

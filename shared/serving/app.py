@@ -19,7 +19,8 @@ from shared.governance.readings import quality_reading, state_reader
 from shared.openapi import document_service_responses, problem
 from shared.publishing.lake import lake_exports
 from shared.publishing.routes import snapshots_router
-from shared.reading.routes import ProductReader, product_router
+from shared.reading.lane import install_read_lane
+from shared.reading.routes import ProductReader, product_router, read_handlers
 from shared.security.auth import AuthSettings, TokenVerifier, require
 from shared.serving.docs import install_docs
 from shared.serving.hygiene import METRICS_PATH, install_hygiene
@@ -171,7 +172,10 @@ def create_domain_app(
     reader = ProductReader(domain, database, settings)
     # writes need the write scope besides the read one (shared.writing.routes)
     app.include_router(write_router(domain, database, reader), dependencies=readers)
-    app.include_router(product_router(domain, reader), dependencies=readers)
+    products = product_router(domain, reader)
+    app.include_router(products, dependencies=readers)
+    # the reads dispatched by their exact paths, ahead of the router (shared.reading.lane)
+    install_read_lane(app, f"{domain.name}:read", read_handlers(domain, reader), products)
     return app
 
 
