@@ -334,3 +334,18 @@ async def test_a_migration_moves_every_version(
     assert sorted(tracked) == sorted(p.source for p in domain("sales").products if p.is_table)
     after = {p: version(await sales.get(f"/sales/v1/{p}")) for p in before}
     assert all(after[p] == before[p] + 1 for p in before), (before, after)
+
+
+async def test_a_wildcard_never_revalidates_an_invalid_read(sales: httpx.AsyncClient) -> None:
+    """A tag is only given to a valid read; `*` names any, so the read's parameters are
+    checked before it may answer 304."""
+    star = {"If-None-Match": "*"}
+    bad = await sales.get(
+        "/sales/v1/orders", params={"offset": "99999999999999999999"}, headers=star
+    )
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "invalid_value"
+    unknown = await sales.get("/sales/v1/orders", params={"nope": "eq.1"}, headers=star)
+    assert unknown.status_code == 400
+    good = await sales.get("/sales/v1/orders", params={"offset": "1"}, headers=star)
+    assert good.status_code == 304

@@ -148,6 +148,12 @@ class Representation:
         return f'"{version}-{hashlib.sha256(shape.encode()).hexdigest()[:20]}"'
 
 
+def _names_any(request: Request) -> bool:
+    """Whether the request's If-None-Match is (or lists) `*`."""
+    header = request.headers.get("if-none-match")
+    return header is not None and any(t.strip() == "*" for t in header.split(","))
+
+
 def unchanged(request: Request, tag: str | None) -> Response | None:
     """`304 Not Modified` (a POST read: the 412 problem, RFC 9110 13.1.2) if the request's
     If-None-Match names `tag`; else None."""
@@ -395,24 +401,30 @@ class ProductReader:
         then). A JSON page reads the version and its rows on one connection; a stream takes
         its own (held as long as it streams)."""
         shape = Representation.of(request, product, pii_scope(self.domain), params)
+
+        def parsed() -> ReadRequest:
+            return parse_request(
+                request, product, self.settings, pii_scope=pii_scope(self.domain), params=params
+            )
+
+        # a tag is only ever given to a valid read, so a request naming one is the same valid
+        # read: its parameters need no parsing to be answered 304; `*` names any, so the
+        # parameters of a request sending it are checked first
+        read = parsed() if _names_any(request) else None
         if shape.fmt in STREAMING:  # the version first, on a connection of its own
             async with self.database().connection() as conn:
                 tag = await self.entity_tag(conn, shape)
             answer = unchanged(request, tag)
             if answer is None:
-                read = parse_request(
-                    request, product, self.settings, pii_scope=pii_scope(self.domain), params=params
+                answer = await respond(
+                    request, read or parsed(), self.rows(), self.settings, self.slots
                 )
-                answer = await respond(request, read, self.rows(), self.settings, self.slots)
             return tagged(answer, tag)
         async with self.database().connection() as conn:
             tag = await self.entity_tag(conn, shape)
             answer = unchanged(request, tag)
             if answer is None:
-                read = parse_request(
-                    request, product, self.settings, pii_scope=pii_scope(self.domain), params=params
-                )
-                answer = await respond(request, read, self.rows(conn), self.settings)
+                answer = await respond(request, read or parsed(), self.rows(conn), self.settings)
             return tagged(answer, tag)
 
     async def entity_tag(self, conn: asyncpg.Connection, shape: Representation) -> str | None:
