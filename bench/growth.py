@@ -7,10 +7,8 @@ import time
 from urllib.parse import urlencode
 
 from bench.floor import DEEP, PAGE, VIEWS, deep_position
-from bench.harness import DataMeshUp, Spread, client, get_ok, seconds_text
+from bench.harness import ARROW, DataMeshUp, Spread, client, get_ok, seconds_text
 from bench.report import Section, Table
-
-ARROW = "application/vnd.apache.arrow.stream"
 
 
 def measure(mesh: DataMeshUp, token: str, *, reps: int) -> tuple[dict[str, Spread], dict[str, int]]:

@@ -32,6 +32,7 @@ BIN = Path(sys.executable).parent
 DATAMESH = str(BIN / "datamesh")
 AS_OF = "2024-10-18"  # the as-of date of every bench data set (docs/scale.md)
 MIB = 1024 * 1024
+ARROW = "application/vnd.apache.arrow.stream"  # what a whole read is asked for as
 SERVICES = ("sales", "marketing", "mesh")
 # settings of the services under test that differ from `datamesh up`'s defaults, and why
 SERVICE_ENV = {

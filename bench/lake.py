@@ -19,6 +19,7 @@ import psutil
 import pyarrow as pa
 
 from bench.harness import (
+    ARROW,
     AS_OF,
     COLD_MESH,
     DATAMESH,
@@ -38,7 +39,6 @@ from bench.harness import (
 )
 from bench.report import Section, Table, Target
 
-ARROW = "application/vnd.apache.arrow.stream"
 LIMIT_MIB = 2048  # the question: the largest scale at which the in-process mesh fits 2 GiB
 SPARK_MASTER = "local[2]"  # the machine's two cores, in the mesh's process (its JVM child)
 FIRST = "customer-acquisition-cost"  # the first answer after start: the smallest inputs

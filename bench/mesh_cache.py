@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.harness import (
+    ARROW,
     DataMeshUp,
     RssSampler,
     Spread,
@@ -28,7 +29,6 @@ from bench.harness import (
 )
 from bench.report import Section, Table, Target
 
-ARROW = "application/vnd.apache.arrow.stream"
 METRIC_UNDER_LOAD = "campaign-roi"
 REPEATED_TARGET = 0.100  # seconds: a repeated metric read at the bench scale (aim: 0.020)
 LOAD_TARGET = 500.0  # requests a second on the sample under wrk -c8

@@ -14,6 +14,7 @@ import pyarrow as pa
 from sqlalchemy import create_engine
 
 from bench.harness import (
+    ARROW,
     MIB,
     DataMeshUp,
     RssSampler,
@@ -25,8 +26,6 @@ from bench.harness import (
     timer,
 )
 from bench.report import Section, Table, Target
-
-ARROW = "application/vnd.apache.arrow.stream"
 
 
 def _engine(url: str) -> Any:

@@ -26,7 +26,7 @@ from shared.reading.routes import (
     Representation,
     add_read_routes,
     parse_request,
-    product_path,
+    read_paths,
     respond,
     tagged,
     unchanged,
@@ -227,8 +227,7 @@ def create_app(
     handlers: dict[str, Handler] = {}
     for metric in METRICS:
         handler = _metric_handler(metric, computing, mesh_settings, lambda: registry().cache)
-        handlers[product_path(SERVICE, metric.product)] = handler
-        handlers[f"/{SERVICE}/{metric.product.name}"] = handler
+        handlers |= dict.fromkeys(read_paths(SERVICE, metric.product), handler)
         add_read_routes(
             router,
             SERVICE,

@@ -57,6 +57,11 @@ def product_path(service: str, product: Product) -> str:
     return f"/{service}/v{product.version}/{product.name}"
 
 
+def read_paths(service: str, product: Product) -> tuple[str, str]:
+    """The paths a product's rows are read at: versioned, and the current version's alias."""
+    return product_path(service, product), f"/{service}/{product.name}"
+
+
 def posted_read_path(path: str) -> str:
     """Where a product's POST read is: `/<service>/v<N>/query/<product>` for the product at
     `/<service>/v<N>/<product>` (not under the product's path, where its rows' keys are)."""
@@ -123,10 +128,10 @@ class Representation:
         params: list[tuple[str, str]] | None = None,
     ) -> Representation:
         given = request.query_params.multi_items() if params is None else params
-        asked = [value for name, value in given if name == "format"]
-        fmt = negotiate(asked[-1] if asked else None, request.headers.get("accept"))
         pii = pii_access(request, pii_scope)
-        return cls(product, fmt, given, pii.granted, _prefer_count(request))
+        return cls(
+            product, requested_format(request, given), given, pii.granted, _prefer_count(request)
+        )
 
     def tag(self, version: str, settings: ServiceSettings, salt: str = "") -> str:
         """The ETag of the answer over data at `version`: the version and a digest of the
@@ -146,6 +151,12 @@ class Representation:
             )
         )
         return f'"{version}-{hashlib.sha256(shape.encode()).hexdigest()[:20]}"'
+
+
+def requested_format(request: Request, params: list[tuple[str, str]]) -> Format:
+    """The format a read asks for: its (last) `format` parameter, else its Accept header."""
+    asked = [value for name, value in params if name == "format"]
+    return negotiate(asked[-1] if asked else None, request.headers.get("accept"))
 
 
 def _names_any(request: Request) -> bool:
@@ -257,8 +268,7 @@ def parse_request(
     """Parse a read of the product (its query parameters, Accept and Prefer headers). PII
     columns are masked unless the caller holds `pii_scope` (None: masked for everyone)."""
     given = request.query_params.multi_items() if params is None else params
-    asked = [value for name, value in given if name == "format"]
-    fmt = negotiate(asked[-1] if asked else None, request.headers.get("accept"))
+    fmt = requested_format(request, given)
     paged = fmt in (Format.JSON, Format.OBJECT)
     query = parse_read(
         product,
@@ -804,8 +814,7 @@ def read_handlers(domain: Domain, reader: ProductReader) -> dict[str, Handler]:
         async def read(request: Request, product: Product = product) -> Response:
             return await reader.read(request, product)
 
-        handlers[product_path(domain.name, product)] = read
-        handlers[f"/{domain.name}/{product.name}"] = read
+        handlers |= dict.fromkeys(read_paths(domain.name, product), read)
     return handlers
 
 
@@ -929,8 +938,8 @@ def add_read_routes(
     if origin is None:
         origin = f"{'table' if product.is_table else 'analytics view'} `{product.source}`"
     description = _describe(product, origin, pii_scope) + (f"\n\n{notes}" if notes else "")
-    current = f"/{service}/{product.name}"
-    for route, visible in ((product_path(service, product), True), (current, False)):
+    versioned, current = read_paths(service, product)
+    for route, visible in ((versioned, True), (current, False)):
         router.add_api_route(
             route,
             read,
